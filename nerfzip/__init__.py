@@ -1,0 +1,66 @@
+"""nerfzip: train radiance fields, compress them into one file, decode and render anywhere, and
+measure quality, size and speed the way the field does.
+
+The Python API mirrors the command line::
+
+    import nerfzip
+    scene = nerfzip.load_scene("../shared/data/nerf_synthetic/lego")
+    model = nerfzip.train(scene, nerfzip.TrainConfig(field="tensorf-vm", iters=3000), "runs/lego")
+    results = nerfzip.evaluate(model, scene, every=8)
+    nerfzip.render(model, scene, "runs/lego/render", path="orbit")
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nerfzip.errors import NerfzipError
+
+if TYPE_CHECKING:
+    from nerfzip.data.scene import Scene
+    from nerfzip.rendering.model import RadianceModel
+
+# Public names -> the module that defines them; imported on first use so that `import nerfzip`
+# and the CLI start fast.
+API = {
+    "Scene": "nerfzip.data.scene", "load_scene": "nerfzip.data.scene",
+    "evaluate": "nerfzip.evaluation.evaluate", "render_path": "nerfzip.evaluation.evaluate",
+    "RadianceModel": "nerfzip.rendering.model", "RenderConfig": "nerfzip.rendering.renderer",
+    "load_model": "nerfzip.training.checkpoint", "save_model": "nerfzip.training.checkpoint",
+    "TrainConfig": "nerfzip.training.config", "defaults_for": "nerfzip.training.config",
+    "train": "nerfzip.training.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        return getattr(import_module(API[name]), name)
+    raise AttributeError(f"module 'nerfzip' has no attribute {name!r}")
+
+
+__version__ = "0.1.0"
+
+
+def render(model: RadianceModel, scene: Scene, out_dir: str | Path, path: str = "orbit",
+           n_frames: int = 60, fps: int = 24, fmt: str = "mp4") -> Path:
+    """Render a camera path around ``scene`` (orbit, spiral or the test cameras) to a video."""
+    from nerfzip.evaluation.evaluate import render_path
+
+    cams = scene.split("test" if path == "test" else "train").cameras
+    return render_path(model, cams, out_dir, path, n_frames, fps, fmt)
+
+
+def import_nerf_pytorch(checkpoint: str | Path, scene: Scene) -> RadianceModel:
+    """A model from a krrish94/nerf-pytorch checkpoint (architecture read from its tensors)."""
+    from nerfzip.importers.nerf_pytorch import import_as_model
+
+    return import_as_model(checkpoint, scene)
+
+
+__all__ = [
+    "NerfzipError", "RadianceModel", "RenderConfig", "Scene", "TrainConfig", "defaults_for",
+    "evaluate", "import_nerf_pytorch", "load_model", "load_scene", "render", "save_model",
+    "train",
+]

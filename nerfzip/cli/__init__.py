@@ -1,0 +1,1 @@
+"""The nerfzip command line."""

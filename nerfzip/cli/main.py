@@ -1,0 +1,179 @@
+"""The ``nerfzip`` command: data, train, eval, render, import, demo.
+
+Errors in the user's input (``NerfzipError``) print one line and exit with status 2; ``--debug``
+shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from nerfzip.cli.args import add_dataclass_options, overrides
+from nerfzip.errors import NerfzipError
+from nerfzip.training.config import TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nerfzip", description="Train, compress, decode, render and "
+                                "measure neural radiance fields, CPU included.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("data", help="load a scene folder and print a summary")
+    d.add_argument("path", help="scene folder (Blender, LLFF, nerfstudio) or 'procedural'")
+    d.add_argument("--downscale", type=int, default=None, help="divide the image resolution")
+
+    t = sub.add_parser("train", help="train a radiance field")
+    t.add_argument("--data", required=True, help="scene folder or 'procedural'")
+    t.add_argument("--out", "-o", required=True, help="run folder to write")
+    t.add_argument("--downscale", type=int, default=None, help="divide the image resolution")
+    t.add_argument("--resume", action="store_true", help="continue the run's checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_options(t, TrainConfig)
+
+    e = sub.add_parser("eval", help="render the test views of a run and score them")
+    e.add_argument("run", help="run folder or model file")
+    e.add_argument("--data", default=None, help="scene folder (default: the run's own)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--every", type=int, default=1, help="evaluate every N-th view")
+    e.add_argument("--limit", type=int, default=None, help="at most this many views")
+    e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--quiet", action="store_true")
+
+    r = sub.add_parser("render", help="render a camera path to frames and a video")
+    r.add_argument("run", help="run folder or model file")
+    r.add_argument("--path", default="orbit", choices=["orbit", "spiral", "test"])
+    r.add_argument("--data", default=None, help="scene folder (default: the run's own)")
+    r.add_argument("--frames", type=int, default=60)
+    r.add_argument("--fps", type=int, default=24)
+    r.add_argument("--format", default="mp4", choices=["mp4", "gif"])
+    r.add_argument("--out", default=None, help="output folder (default: RUN/render)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--quiet", action="store_true")
+
+    i = sub.add_parser("import", help="import a radiance field trained by another tool")
+    i.add_argument("tool", choices=["nerf-pytorch"])
+    i.add_argument("checkpoint", help="the tool's checkpoint file")
+    i.add_argument("--data", required=True, help="the scene it was trained on")
+    i.add_argument("--out", "-o", required=True, help="run folder to write")
+    i.add_argument("--downscale", type=int, default=None)
+
+    m = sub.add_parser("demo", help="train, evaluate and report on the built-in scene")
+    m.add_argument("--out", default="runs/demo", help="folder for the demo run")
+    m.add_argument("--iters", type=int, default=None, help="training steps")
+    m.add_argument("--quiet", action="store_true")
+    return p
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from nerfzip.data.scene import load_scene
+
+    print(load_scene(args.path, downscale=args.downscale).summary())
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from nerfzip.data.scene import load_scene
+    from nerfzip.training.config import defaults_for
+    from nerfzip.training.trainer import resume_config, train
+
+    out = Path(args.out)
+    if args.resume:
+        cfg, space = resume_config(out)
+        cfg = replace(cfg, **{k: v for k, v in overrides(args, TrainConfig).items()
+                              if k in ("iters", "device", "checkpoint_every")})
+        downscale = args.downscale if args.downscale is not None else space.get("downscale")
+    else:
+        if (out / "checkpoint.safetensors").exists():
+            raise NerfzipError(f"{out}: already holds a run; pass --resume to continue it or "
+                               "choose another --out")
+        downscale = args.downscale
+        cfg = None
+    scene = load_scene(args.data, downscale=downscale)
+    if cfg is None:
+        base = defaults_for(scene.format, args.field or TrainConfig.field)
+        cfg = replace(base, **overrides(args, TrainConfig))
+    model = train(scene, cfg, out, resume=args.resume, downscale=downscale, quiet=args.quiet)
+    print(f"trained {model.field.family} for {cfg.iters} steps -> {out / 'model.safetensors'}")
+
+
+def load_run_and_scene(run: str, data: str | None, device: str):
+    from nerfzip.data.scene import load_scene
+    from nerfzip.training.checkpoint import load_model
+
+    model = load_model(run).to(device)
+    source = data or model.space.source or model.space.format
+    if not source:
+        raise NerfzipError(f"{run}: the model does not say which scene it shows; pass --data")
+    scene = load_scene(source, downscale=model.space.downscale)
+    return model, scene
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from nerfzip.evaluation.evaluate import evaluate
+
+    model, scene = load_run_and_scene(args.run, args.data, args.device)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "eval"
+    res = evaluate(model, scene, args.split, args.every, args.limit, out, quiet=args.quiet)
+    m = res["mean"]
+    print(f"{scene.name} {args.split} ({res['views_evaluated']} views): PSNR {m['psnr']:.2f} dB  "
+          f"SSIM {m['ssim']:.4f}  {m['seconds_per_view_median']:.2f} s/view  "
+          f"-> {out / 'results.json'}")
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    from nerfzip.evaluation.evaluate import render_path
+
+    model, scene = load_run_and_scene(args.run, args.data, args.device)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "render"
+    cams = scene.split("train" if args.path != "test" else "test").cameras
+    video = render_path(model, cams, out, args.path, args.frames, args.fps, args.format,
+                        quiet=args.quiet)
+    print(f"wrote {video} and {args.frames} frames in {out / 'frames'}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from nerfzip.data.scene import load_scene
+    from nerfzip.importers.nerf_pytorch import import_as_model
+    from nerfzip.training.checkpoint import save_model
+
+    scene = load_scene(args.data, downscale=args.downscale)
+    model = import_as_model(args.checkpoint, scene, args.downscale)
+    save_model(model, Path(args.out) / "model.safetensors")
+    print(f"imported {args.checkpoint} ({model.field.num_parameters():,} parameters) -> "
+          f"{Path(args.out) / 'model.safetensors'}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from nerfzip.demo import run_demo
+
+    run_demo(Path(args.out), iters=args.iters, quiet=args.quiet)
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,
+            "import": cmd_import, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except NerfzipError as e:
+        if args.debug:
+            raise
+        print(f"nerfzip: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nerfzip: interrupted (a training run saved its checkpoint; continue it with "
+              "--resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Image quality metrics, evaluation of test views and rendering of camera paths."""

@@ -1,0 +1,120 @@
+"""The field interface every radiance field implements, and the registry of field families.
+
+A field separates geometry from appearance (nerfstudio's ``base_field``): ``density(x)`` alone
+serves occupancy grids, pruning and baking; ``radiance(x, d)`` gives view-dependent colour.
+``named_tensors()`` is the table of parameters that compression passes operate on, and
+``config`` (a dataclass) plus those tensors rebuild the field exactly (``build_field``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from nerfzip.errors import NerfzipError
+
+
+class Field(nn.Module):
+    """A radiance field over a bounded domain ``aabb`` ([2, 3], field space)."""
+
+    family: ClassVar[str]
+    config: Any
+
+    def __init__(self, aabb: Tensor):
+        super().__init__()
+        self.register_buffer("aabb", aabb.detach().clone().float().reshape(2, 3))
+
+    def density(self, x: Tensor) -> Tensor:
+        """Volume density sigma >= 0 at points ``x`` [N, 3] -> [N]."""
+        raise NotImplementedError
+
+    def radiance(self, x: Tensor, d: Tensor) -> Tensor:
+        """Colour in [0, 1] at points ``x`` [N, 3] seen along unit directions ``d`` -> [N, 3]."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        """Density and colour together (fields that share a trunk override this)."""
+        return self.density(x), self.radiance(x, d)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Points mapped from the aabb to [-1, 1]^3."""
+        lo, hi = self.aabb[0], self.aabb[1]
+        return (x - lo) / (hi - lo) * 2.0 - 1.0
+
+    def named_tensors(self) -> dict[str, Tensor]:
+        """Every tensor needed to rebuild the field, by stable name (its state dict)."""
+        return {k: v for k, v in self.state_dict().items()}
+
+    def config_dict(self) -> dict[str, Any]:
+        """The JSON-able configuration that, with ``named_tensors``, rebuilds the field."""
+        return {"family": self.family, "config": dataclasses.asdict(self.config),
+                "aabb": self.aabb.tolist()}
+
+    def regularization(self) -> Tensor:
+        """The field's own regulariser for training (0 when it has none)."""
+        return torch.zeros((), device=self.aabb.device)
+
+    def num_parameters(self) -> int:
+        return sum(v.numel() for v in self.named_tensors().values())
+
+    def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Load a tensor table, resizing tensors whose shape changed (grids grow in training)."""
+        own = dict(self.named_parameters())
+        own.update(dict(self.named_buffers()))
+        missing = set(own) - set(tensors)
+        if missing:
+            raise NerfzipError(f"field tensors missing: {', '.join(sorted(missing))}")
+        for name, value in tensors.items():
+            if name not in own:
+                raise NerfzipError(f"unexpected field tensor {name!r}")
+            target = own[name]
+            if target.shape != value.shape:
+                target.data = torch.empty(value.shape, dtype=target.dtype, device=target.device)
+            target.data.copy_(value)
+
+
+FIELD_REGISTRY: dict[str, Callable[..., Field]] = {}
+
+
+def register_field(name: str) -> Callable[[type[Field]], type[Field]]:
+    """Class decorator: register a field family under a stable name."""
+
+    def deco(cls: type[Field]) -> type[Field]:
+        # A class serving several families (TensoRF VM / CP) reports its own via a property.
+        if not isinstance(cls.__dict__.get("family"), property):
+            cls.family = name
+        FIELD_REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def config_class(family: str) -> type:
+    """The config dataclass of a field family."""
+    return field_class(family).config_cls  # type: ignore[attr-defined]
+
+
+def field_class(family: str) -> type[Field]:
+    import nerfzip.fields  # noqa: F401  (registers the families)
+
+    if family not in FIELD_REGISTRY:
+        raise NerfzipError(f"unknown field family {family!r} "
+                           f"(known: {', '.join(sorted(FIELD_REGISTRY))})")
+    return FIELD_REGISTRY[family]  # type: ignore[return-value]
+
+
+def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None) -> Field:
+    """Rebuild a field from ``config_dict()`` output and, optionally, its tensors."""
+    cls = field_class(config["family"])
+    cfg_cls = cls.config_cls  # type: ignore[attr-defined]
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    cfg = cfg_cls(**{k: (tuple(v) if isinstance(v, list) else v)
+                     for k, v in config["config"].items() if k in known})
+    field = cls(cfg, torch.tensor(config["aabb"], dtype=torch.float32))
+    if tensors is not None:
+        field.load_tensors(tensors)
+    return field

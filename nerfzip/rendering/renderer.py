@@ -1,0 +1,184 @@
+"""Render rays and whole views of a field: sampling, field queries, compositing.
+
+Two samplers:
+
+- ``occupancy``: equal steps through occupied cells of an ``OccupancyGrid`` (empty space is never
+  queried); density first, colour only where a sample's weight is visible; at inference the
+  march goes in segments and drops rays whose transmittance fell below a threshold (early ray
+  termination).
+- ``hierarchical``: NeRF's coarse + fine sampling (stratified coarse samples, then inverse-CDF
+  samples of the coarse weights), for MLP NeRFs such as the imported nerf-pytorch models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nerfzip.data.cameras import RayBundle
+from nerfzip.fields.base import Field
+from nerfzip.rendering.occupancy import OccupancyGrid
+from nerfzip.rendering.samplers import march, pack_valid, sample_pdf, stratified
+from nerfzip.rendering.volrend import composite, render_weights, transmittance
+
+
+@dataclass
+class RenderConfig:
+    """How rays are sampled and composited."""
+
+    sampler: str = "occupancy"
+    """"occupancy" (grid-guided marching) or "hierarchical" (NeRF coarse + fine)."""
+    step_size: float = 0.01
+    """Occupancy sampler: distance between samples, in field units."""
+    max_samples: int = 2048
+    """Occupancy sampler: most steps per ray."""
+    weight_threshold: float = 1e-4
+    """Colour is evaluated only for samples whose compositing weight exceeds this."""
+    stop_transmittance: float = 1e-4
+    """Inference: a ray stops once its transmittance falls below this."""
+    segment: int = 32
+    """Inference: samples marched per ray between early-termination checks."""
+    n_coarse: int = 64
+    """Hierarchical sampler: stratified coarse samples per ray."""
+    n_fine: int = 64
+    """Hierarchical sampler: importance samples per ray (added to the coarse ones)."""
+    last_delta: float = 1e10
+    """Hierarchical sampler: length of the last interval (NeRF: effectively infinite)."""
+    chunk: int = 8192
+    """Rays rendered at once for a full image."""
+
+
+def render_rays(field: Field, rays: RayBundle, background: Tensor, cfg: RenderConfig,
+                occupancy: OccupancyGrid | None = None, train: bool = False,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Colour (and opacity, sample count) of each ray: ``{"rgb": [R, 3], "acc": [R], ...}``."""
+    if cfg.sampler == "hierarchical":
+        return render_hierarchical(field, rays, background, cfg, train, generator)
+    if cfg.sampler != "occupancy":
+        raise ValueError(f"unknown sampler {cfg.sampler!r}")
+    if train or torch.is_grad_enabled():
+        return render_occupancy(field, rays, background, cfg, occupancy, train, generator)
+    return render_occupancy_early_stop(field, rays, background, cfg, occupancy)
+
+
+def sample_points(rays: RayBundle, t: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions [M, 3] of the valid samples and the ray index [M] of each."""
+    ray_idx = valid.nonzero()[:, 0]
+    t_valid = t[valid]
+    pts = rays.origins[ray_idx] + t_valid[:, None] * rays.directions[ray_idx]
+    return pts, ray_idx
+
+
+def render_occupancy(field: Field, rays: RayBundle, background: Tensor, cfg: RenderConfig,
+                     occupancy: OccupancyGrid | None, train: bool,
+                     generator: torch.Generator | None) -> dict[str, Tensor]:
+    """Occupancy-guided marching, differentiable (used in training).
+
+    A gradient-free density pass finds where each ray's transmittance falls below
+    ``cfg.stop_transmittance``; the differentiable pass then re-evaluates only the samples in
+    front of that point. Samples behind it carry weights below the threshold, so the result
+    differs from the full sum by less than ``stop_transmittance``, at a fraction of the cost
+    of back-propagating through every sample (the dominant cost on a CPU).
+    """
+    r = len(rays)
+    jitter = torch.rand(r, generator=generator).to(rays.origins.device) if train else None
+    t, valid, delta = march(rays, field.aabb, cfg.step_size, occupancy, jitter, cfg.max_samples)
+    deltas = delta[:, None].expand_as(t)
+    with torch.no_grad():
+        pts, _ = sample_points(rays, t, valid)
+        sigma = torch.zeros_like(t)
+        if pts.shape[0]:
+            sigma = sigma.masked_scatter(valid, field.density(pts))
+        trans = transmittance(sigma * deltas)
+        t, valid = pack_valid(t, valid & (trans > cfg.stop_transmittance))
+        deltas = delta[:, None].expand_as(t)
+    pts, ray_idx = sample_points(rays, t, valid)
+    sigma = torch.zeros_like(t)
+    if pts.shape[0]:
+        sigma = sigma.masked_scatter(valid, field.density(pts))
+    weights, _ = render_weights(sigma, deltas)
+    visible = (weights.detach() > cfg.weight_threshold) & valid
+    rgb_s = torch.zeros(*t.shape, 3, device=t.device)
+    if bool(visible.any()):
+        vis_flat = visible[valid]
+        colours = field.radiance(pts[vis_flat], rays.viewdirs[ray_idx[vis_flat]])
+        rgb_s = rgb_s.masked_scatter(visible[..., None].expand_as(rgb_s), colours)
+    rgb = composite(weights, rgb_s, background)
+    return {"rgb": rgb, "acc": weights.sum(-1), "num_samples": valid.sum().to(torch.float32)}
+
+
+@torch.no_grad()
+def render_occupancy_early_stop(field: Field, rays: RayBundle, background: Tensor,
+                                cfg: RenderConfig, occupancy: OccupancyGrid | None
+                                ) -> dict[str, Tensor]:
+    """Inference marching in segments of ``cfg.segment`` samples, with early termination."""
+    t, valid, delta = march(rays, field.aabb, cfg.step_size, occupancy, None, cfg.max_samples)
+    r = len(rays)
+    rgb = torch.zeros(r, 3, device=rays.origins.device)
+    trans = torch.ones(r, device=rays.origins.device)
+    active = torch.arange(r, device=rays.origins.device)
+    n_evals = 0
+    for start in range(0, t.shape[1], cfg.segment):
+        seg_valid = valid[active, start:start + cfg.segment]
+        keep = seg_valid.any(dim=1)
+        active, seg_valid = active[keep], seg_valid[keep]
+        if active.numel() == 0:
+            break
+        seg_t = t[active, start:start + cfg.segment]
+        sub = rays.index(active)
+        pts, ray_idx = sample_points(sub, seg_t, seg_valid)
+        n_evals += pts.shape[0]
+        sigma = torch.zeros_like(seg_t).masked_scatter(seg_valid, field.density(pts))
+        w, t_after = render_weights(sigma, delta[active][:, None].expand_as(seg_t))
+        w = w * trans[active][:, None]
+        visible = (w > cfg.weight_threshold) & seg_valid
+        if bool(visible.any()):
+            vis_flat = visible[seg_valid]
+            colours = field.radiance(pts[vis_flat], sub.viewdirs[ray_idx[vis_flat]])
+            seg_rgb = torch.zeros(*seg_t.shape, 3, device=t.device)
+            seg_rgb[visible] = colours
+            rgb.index_add_(0, active, composite(w, seg_rgb))
+        trans[active] = trans[active] * t_after
+        active = active[trans[active] > cfg.stop_transmittance]
+    acc = 1.0 - trans
+    rgb = rgb + trans[:, None] * background
+    return {"rgb": rgb, "acc": acc, "num_samples": torch.tensor(float(n_evals))}
+
+
+def render_hierarchical(field: Field, rays: RayBundle, background: Tensor, cfg: RenderConfig,
+                        train: bool, generator: torch.Generator | None) -> dict[str, Tensor]:
+    """NeRF's coarse + fine sampling; the coarse network comes from ``field.coarse_field()``."""
+    coarse = field.coarse_field() if hasattr(field, "coarse_field") else field
+    z = stratified(rays.near, rays.far, cfg.n_coarse, perturb=train, generator=generator)
+    out_c = shade_samples(coarse, rays, z, background, cfg.last_delta)
+    mids = 0.5 * (z[:, 1:] + z[:, :-1])
+    z_fine = sample_pdf(mids, out_c["weights"][:, 1:-1].detach(), cfg.n_fine,
+                        deterministic=not train, generator=generator)
+    z_all, _ = torch.sort(torch.cat([z, z_fine.detach()], dim=-1), dim=-1)
+    out_f = shade_samples(field, rays, z_all, background, cfg.last_delta)
+    return {"rgb": out_f["rgb"], "acc": out_f["weights"].sum(-1), "rgb_coarse": out_c["rgb"],
+            "num_samples": torch.tensor(float(z.numel() + z_all.numel()))}
+
+
+def shade_samples(field: Field, rays: RayBundle, z: Tensor, background: Tensor,
+                  last_delta: float) -> dict[str, Tensor]:
+    """Query a field at samples ``z`` [R, S] along rays and composite (NeRF's raw2outputs)."""
+    r, s = z.shape
+    pts = rays.origins[:, None, :] + z[..., None] * rays.directions[:, None, :]
+    dirs = rays.viewdirs[:, None, :].expand(r, s, 3)
+    sigma, rgb = field(pts.reshape(-1, 3), dirs.reshape(-1, 3))
+    dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], last_delta)], dim=-1)
+    dists = dists * rays.directions.norm(dim=-1, keepdim=True)
+    weights, _ = render_weights(sigma.view(r, s), dists)
+    return {"rgb": composite(weights, rgb.view(r, s, 3), background), "weights": weights}
+
+
+@torch.no_grad()
+def render_view_rays(field: Field, rays: RayBundle, background: Tensor, cfg: RenderConfig,
+                     occupancy: OccupancyGrid | None = None) -> Tensor:
+    """Render many rays in chunks of ``cfg.chunk``; returns rgb [N, 3] clamped to [0, 1]."""
+    out = [render_rays(field, rays.index(slice(i, i + cfg.chunk)), background, cfg, occupancy)
+           ["rgb"] for i in range(0, len(rays), cfg.chunk)]
+    return torch.cat(out).clamp(0.0, 1.0)

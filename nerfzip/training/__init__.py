@@ -1,0 +1,1 @@
+"""Training radiance fields from posed images: configuration, loop, checkpoints."""

@@ -1,0 +1,82 @@
+"""Training configuration as a typed dataclass, and the per-scene defaults.
+
+Presets are named configurations (``defaults_for``), not copies of trainer code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass
+class TrainConfig:
+    """How a field is trained."""
+
+    field: str = "tensorf-vm"
+    """Field family: tensorf-vm, tensorf-cp or mlp-nerf."""
+    iters: int = 3000
+    """Optimisation steps."""
+    batch_size: int = 2048
+    """Rays per step."""
+    warmup_batch_size: int = 512
+    """Rays per step before the first occupancy update (every sample is still queried then)."""
+    seed: int = 0
+    """Seed of every random choice (initialisation, rays, jitter)."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:1, mps ..."""
+    lr_grid: float = 0.02
+    """Learning rate of grid factors (TensoRF)."""
+    lr_net: float = 1e-3
+    """Learning rate of networks (TensoRF decoder and basis; the whole MLP NeRF)."""
+    lr_final_ratio: float = 0.1
+    """Learning rates decay exponentially to this fraction at the last step."""
+    n_voxels_init: int = 128**3
+    """TensoRF: voxels in the initial grid."""
+    n_voxels_final: int = 300**3
+    """TensoRF: voxels after the last upsampling."""
+    upsample_at: tuple[float, ...] = (0.1, 0.18, 0.26, 0.36, 0.46)
+    """TensoRF: fractions of training at which the grid grows (log-linearly in voxels)."""
+    step_ratio: float = 0.5
+    """Occupancy sampler: sample spacing as a fraction of a voxel."""
+    occupancy_resolution: int = 128
+    """Cells per axis of the occupancy grid."""
+    occupancy_every: int = 32
+    """Steps between occupancy grid updates."""
+    occupancy_warmup: int = 30
+    """No occupancy-based skipping before this step (the field has no shape yet)."""
+    occupancy_threshold: float = 1e-3
+    """A cell is occupied when a sample through it would have at least this opacity."""
+    shrink_at: float = 0.1
+    """TensoRF: fraction of training at which the grid is cropped to the occupied box
+    (negative: never)."""
+    l1_density: float = 8e-5
+    """L1 weight on density factors before cropping."""
+    l1_density_late: float = 4e-5
+    """L1 weight on density factors after cropping."""
+    tv_density: float = 0.0
+    """Total-variation weight on density factors (forward-facing scenes)."""
+    tv_app: float = 0.0
+    """Total-variation weight on appearance factors (forward-facing scenes)."""
+    n_coarse: int = 64
+    """MLP NeRF: coarse samples per ray."""
+    n_fine: int = 64
+    """MLP NeRF: fine samples per ray."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (also written on interruption and at the end)."""
+
+
+def defaults_for(scene_format: str, field: str) -> TrainConfig:
+    """The defaults used for a scene format and field family (TensoRF's published settings,
+    scaled to a CPU budget)."""
+    cfg = TrainConfig(field=field)
+    if field == "mlp-nerf":
+        cfg = replace(cfg, lr_net=5e-4, batch_size=1024, shrink_at=-1.0)
+    if scene_format == "llff":
+        cfg = replace(cfg, n_voxels_final=400**3, tv_density=1.0, tv_app=1.0, l1_density=0.0,
+                      l1_density_late=0.0, shrink_at=-1.0)
+    elif scene_format == "nerfstudio":
+        cfg = replace(cfg, n_voxels_final=256**3, tv_density=0.1, tv_app=0.1)
+    elif scene_format == "procedural":
+        cfg = replace(cfg, n_voxels_init=32**3, n_voxels_final=96**3, occupancy_resolution=64,
+                      occupancy_every=50, occupancy_warmup=100)
+    return cfg

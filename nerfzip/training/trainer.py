@@ -1,0 +1,261 @@
+"""The training loop: random rays from the training views, a photometric loss, the field's
+regularisers, the coarse-to-fine grid schedule, occupancy updates, atomic checkpoints and exact
+resumption.
+
+Every random choice draws from one ``torch.Generator`` whose state is checkpointed, so a run
+resumed from a checkpoint takes the same steps as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nerfzip.data.scene import Scene
+from nerfzip.errors import NerfzipError
+from nerfzip.fields.base import Field, field_class
+from nerfzip.fields.tensorf import TensoRF, grid_resolution, log_resolution_schedule
+from nerfzip.rendering.model import RadianceModel, SceneSpace
+from nerfzip.rendering.occupancy import OccupancyGrid
+from nerfzip.rendering.renderer import RenderConfig, render_rays
+from nerfzip.training.checkpoint import (
+    dataclass_from,
+    model_from,
+    optimizer_tensors,
+    read_model_file,
+    restore_optimizer,
+    save_model,
+)
+from nerfzip.training.config import TrainConfig
+from nerfzip.utils.io import write_json
+from nerfzip.utils.progress import progress_bar
+
+StepCallback = Callable[["Trainer", dict[str, float]], None]
+
+
+def new_field(cfg: TrainConfig, scene: Scene) -> Field:
+    """A freshly initialised field of the configured family over the scene's box."""
+    cls = field_class(cfg.field)
+    if issubclass(cls, TensoRF):
+        from nerfzip.fields.tensorf import default_config
+
+        fcfg = default_config(cfg.field, resolution=grid_resolution(scene.aabb, cfg.n_voxels_init))
+        return TensoRF(fcfg, scene.aabb, seed=cfg.seed)
+    return cls(cls.config_cls(), scene.aabb, seed=cfg.seed)  # type: ignore[call-arg]
+
+
+def render_config_for(field: Field, cfg: TrainConfig) -> RenderConfig:
+    if isinstance(field, TensoRF):
+        step = float(field.voxel_size().mean()) * cfg.step_ratio
+        return RenderConfig(sampler="occupancy", step_size=step)
+    return RenderConfig(sampler="hierarchical", n_coarse=cfg.n_coarse, n_fine=cfg.n_fine)
+
+
+class Trainer:
+    """Trains one field on one scene, writing checkpoints to ``out_dir``."""
+
+    def __init__(self, scene: Scene, cfg: TrainConfig, out_dir: str | Path,
+                 downscale: int | None = None):
+        self.scene, self.cfg, self.out_dir = scene, cfg, Path(out_dir)
+        self.device = torch.device(cfg.device)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.train_seconds = 0.0
+        field = new_field(cfg, scene)
+        occupancy = None
+        if isinstance(field, TensoRF):
+            occupancy = OccupancyGrid(scene.aabb, cfg.occupancy_resolution)
+        self.model = RadianceModel(field, render_config_for(field, cfg),
+                                   SceneSpace.of(scene, downscale), occupancy)
+        self.model.to(self.device)
+        self.train = scene.split("train")
+        self.optimizer = self.make_optimizer()
+
+    # --- set-up --------------------------------------------------------------------------
+    @property
+    def field(self) -> Field:
+        return self.model.field
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        groups = []
+        for name, params in self.param_groups().items():
+            if params:
+                groups.append({"params": params, "lr": self.lr(name), "name": name})
+        return torch.optim.Adam(groups, betas=(0.9, 0.99))
+
+    def param_groups(self) -> dict[str, list[Tensor]]:
+        if isinstance(self.field, TensoRF):
+            grids = list(self.field.density_grids.parameters()) + list(
+                self.field.app_grids.parameters())
+            nets = list(self.field.basis.parameters()) + list(self.field.decoder.parameters())
+            return {"grid": grids, "net": nets}
+        return {"net": list(self.field.parameters())}
+
+    def lr(self, group: str) -> float:
+        base = self.cfg.lr_grid if group == "grid" else self.cfg.lr_net
+        return base * self.cfg.lr_final_ratio ** (self.step / max(1, self.cfg.iters))
+
+    # --- schedule ------------------------------------------------------------------------
+    def schedule_step(self, fraction: float) -> int:
+        return int(round(fraction * self.cfg.iters)) if fraction >= 0 else -1
+
+    def upsample_steps(self) -> dict[int, int]:
+        voxels = log_resolution_schedule(self.cfg.n_voxels_init, self.cfg.n_voxels_final,
+                                         len(self.cfg.upsample_at))
+        return {self.schedule_step(f): n for f, n in zip(self.cfg.upsample_at, voxels)}
+
+    def apply_schedule(self) -> None:
+        """Grid growth, cropping and occupancy updates due at the current step."""
+        cfg, field = self.cfg, self.field
+        occ = self.model.occupancy
+        structural = False
+        if occ is not None and (self.step == cfg.occupancy_warmup or (
+                self.step > cfg.occupancy_warmup and self.step % cfg.occupancy_every == 0)):
+            occ.update(field.density, self.model.render.step_size, cfg.occupancy_threshold,
+                       generator=self.gen, young=self.step < 4 * cfg.occupancy_warmup)
+        if isinstance(field, TensoRF):
+            if self.step == self.schedule_step(cfg.shrink_at) and occ is not None:
+                field.crop_(occ.occupied_aabb(outlier_fraction=0.002, margin=3))
+                structural = True
+            n_vox = self.upsample_steps().get(self.step)
+            if n_vox is not None:
+                field.upsample_(grid_resolution(field.aabb, n_vox))
+                structural = True
+            if structural:
+                self.model.render = render_config_for(field, cfg)
+                self.optimizer = self.make_optimizer()
+
+    def l1_weight(self) -> float:
+        shrink = self.schedule_step(self.cfg.shrink_at)
+        late = shrink >= 0 and self.step >= shrink
+        return self.cfg.l1_density_late if late else self.cfg.l1_density
+
+    # --- one step ------------------------------------------------------------------------
+    def sample_batch(self) -> tuple:
+        imgs = self.train.images
+        n, h, w = imgs.shape[:3]
+        warm = self.model.occupancy is not None and self.step < self.cfg.occupancy_warmup
+        batch = self.cfg.warmup_batch_size if warm else self.cfg.batch_size
+        idx = torch.randint(0, n * h * w, (batch,), generator=self.gen)
+        cam, pix = idx // (h * w), idx % (h * w)
+        v, u = pix // w, pix % w
+        rays = self.scene.pixel_rays("train", cam, u, v).to(self.device)
+        target = imgs[cam, v, u].to(self.device, torch.float32) / 255.0
+        return rays, target
+
+    def train_step(self) -> dict[str, float]:
+        self.apply_schedule()
+        rays, target = self.sample_batch()
+        field = self.field
+        field.train()
+        out = render_rays(field, rays, self.model.background, self.model.render,
+                          self.model.occupancy, train=True, generator=self.gen)
+        mse = F.mse_loss(out["rgb"], target)
+        loss = mse
+        if "rgb_coarse" in out:
+            loss = loss + F.mse_loss(out["rgb_coarse"], target)
+        if isinstance(field, TensoRF):
+            loss = loss + field.regularization(self.l1_weight(), self.cfg.tv_density,
+                                               self.cfg.tv_app)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(group["name"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": float(loss.detach()),
+                "psnr": -10.0 * math.log10(max(float(mse.detach()), 1e-10)),
+                "samples": float(out["num_samples"]) / len(rays)}
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """``checkpoint.safetensors``: model + optimizer + generator state, written atomically."""
+        opt_tensors, groups = optimizer_tensors(self.optimizer)
+        opt_tensors["rng.state"] = self.gen.get_state()
+        train_state = {"step": self.step, "config": asdict(self.cfg), "param_groups": groups,
+                       "train_seconds": self.train_seconds}
+        save_model(self.model, self.out_dir / "checkpoint.safetensors", extra=opt_tensors,
+                   extra_header={"train": train_state})
+
+    def save_final(self) -> None:
+        self.model.meta.update({"train_steps": self.step, "train_seconds": self.train_seconds,
+                                "train_config": asdict(self.cfg)})
+        save_model(self.model, self.out_dir / "model.safetensors")
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint written by ``save_checkpoint``."""
+        header, tensors = read_model_file(path)
+        if "train" not in header:
+            raise NerfzipError(f"{path}: not a training checkpoint (no optimizer state)")
+        self.model = model_from(header, tensors).to(self.device)
+        state = header["train"]
+        self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.gen.set_state(tensors["rng.state"])
+        self.optimizer = self.make_optimizer()
+        restore_optimizer(self.optimizer, tensors, state["param_groups"])
+
+    # --- loop ----------------------------------------------------------------------------
+    def run(self, callback: StepCallback | None = None, quiet: bool = False) -> RadianceModel:
+        """Train to ``cfg.iters``; Ctrl-C writes a checkpoint before stopping."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "config.json",
+                   {"train": asdict(self.cfg), "scene": asdict(self.model.space)})
+        bar = progress_bar(total=self.cfg.iters, initial=self.step, desc="train", quiet=quiet)
+        try:
+            while self.step < self.cfg.iters:
+                t0 = time.perf_counter()
+                stats = self.train_step()
+                self.train_seconds += time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
+                                spr=f"{stats['samples']:.0f}")
+                if callback is not None:
+                    callback(self, stats)
+                if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.iters:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            bar.close()
+            self.save_checkpoint()
+            raise
+        bar.close()
+        self.save_checkpoint()
+        self.save_final()
+        return self.model
+
+
+def resume_config(run_dir: Path) -> tuple[TrainConfig, dict]:
+    """The training and scene configuration a run was started with."""
+    path = run_dir / "checkpoint.safetensors"
+    if not path.is_file():
+        raise NerfzipError(f"{run_dir}: no checkpoint.safetensors to resume from")
+    header, _ = read_model_file(path)
+    cfg = dataclass_from(TrainConfig, header["train"]["config"])
+    cfg = replace(cfg, upsample_at=tuple(cfg.upsample_at))
+    return cfg, header["space"]
+
+
+def train(scene: Scene, cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
+          downscale: int | None = None, callback: StepCallback | None = None,
+          quiet: bool = False) -> RadianceModel:
+    """Train a field on ``scene`` into ``out_dir`` (``resume``: continue its checkpoint)."""
+    trainer = Trainer(scene, cfg, out_dir, downscale)
+    ckpt = Path(out_dir) / "checkpoint.safetensors"
+    if resume:
+        trainer.restore(ckpt)
+    return trainer.run(callback, quiet)
+
+
+def load_run_json(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise NerfzipError(f"{run_dir}/config.json: cannot read ({e})") from None

@@ -1,0 +1,1 @@
+"""Small shared helpers: file I/O with clear errors and atomic writes, progress bars."""

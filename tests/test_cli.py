@@ -1,0 +1,82 @@
+"""The command line: bad input gives one line on stderr and a non-zero exit, never a
+traceback; the data summary and a tiny train / eval round trip work."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nerfzip.cli.main", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_missing_folder(tmp_path):
+    assert_one_line_error(run("data", str(tmp_path / "nope")), "nope", "no such scene folder")
+
+
+def test_wrong_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_one_line_error(run("data", str(tmp_path)), "not a scene folder")
+
+
+def test_malformed_json(tmp_path):
+    (tmp_path / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": [')
+    assert_one_line_error(run("data", str(tmp_path)), "transforms_train.json", "malformed JSON")
+
+
+def test_missing_image(tmp_path):
+    meta = {"camera_angle_x": 0.7, "frames": [
+        {"file_path": "./train/r_0", "transform_matrix": [[1, 0, 0, 0], [0, 1, 0, 0],
+                                                          [0, 0, 1, 4], [0, 0, 0, 1]]}]}
+    (tmp_path / "transforms_train.json").write_text(json.dumps(meta))
+    assert_one_line_error(run("data", str(tmp_path)), "r_0.png", "not found")
+
+
+def test_eval_of_a_missing_run(tmp_path):
+    assert_one_line_error(run("eval", str(tmp_path / "run")), "run")
+
+
+def test_eval_of_a_corrupt_model(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert_one_line_error(run("eval", str(tmp_path / "model.safetensors")), "model.safetensors")
+
+
+def test_import_of_a_non_checkpoint(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"not a checkpoint at all")
+    assert_one_line_error(run("import", "nerf-pytorch", str(bad), "--data", "procedural",
+                              "-o", str(tmp_path / "o")), "x.ckpt")
+
+
+def test_data_summary_of_procedural():
+    proc = run("data", "procedural")
+    assert proc.returncode == 0, proc.stderr
+    assert "train" in proc.stdout and "test" in proc.stdout and "procedural" in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_then_eval_round_trip(tmp_path):
+    out = tmp_path / "run"
+    proc = run("train", "--data", "procedural", "--out", str(out), "--iters", "30",
+               "--batch-size", "256", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.safetensors").is_file()
+    again = run("train", "--data", "procedural", "--out", str(out), "--iters", "30")
+    assert_one_line_error(again, "--resume")
+    proc = run("eval", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "eval" / "results.json").read_text())
+    assert res["views_evaluated"] == len(res["views"]) > 0
+    assert all(v["psnr"] > 8 for v in res["views"])
