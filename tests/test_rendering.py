@@ -137,3 +137,21 @@ def test_occupancy_update_marks_the_slab():
     far = (centres[:, 2] < -0.3) | (centres[:, 2] > 0.8)
     assert not occ[far].any()
     assert 0.2 < frac < 0.6
+
+
+def test_orbit_cameras_look_at_the_scene_centre():
+    from nerfzip.data.cameras import Cameras
+    from nerfzip.evaluation.camera_path import look_at, orbit_path
+
+    eyes = torch.tensor([[3.0, 0, 1], [0, 3.0, 1], [-3.0, 0, 1], [0, -3.0, 1]])
+    c2w = torch.stack([look_at(e, torch.zeros(3), torch.tensor([0.0, 0, 1])) for e in eyes])
+    n = len(eyes)
+    cams = Cameras(c2w, torch.ones(n), torch.ones(n), torch.zeros(n), torch.zeros(n),
+                   torch.ones(n, dtype=torch.long), torch.ones(n, dtype=torch.long))
+    poses = orbit_path(cams, 8)
+    for p in poses:
+        # The optical axis (-z) from the eye passes through the origin.
+        eye, fwd = p[:, 3], -p[:, 2]
+        closest = eye - (eye @ fwd) * fwd
+        assert closest.norm() < 1e-4
+        assert abs(eye.norm().item() - math.sqrt(10)) < 1e-3

@@ -69,3 +69,30 @@ def test_checkpoint_is_safetensors_not_pickle(scene, tmp_path):
     header = raw[8:8 + n].decode("utf-8")
     assert header.startswith("{") and "optim." in header and "rng.state" in header
     assert b"\x80\x04" not in raw[:2]  # no pickle protocol marker at the start
+
+
+def test_mlp_nerf_trains_with_hierarchical_sampling(scene, tmp_path):
+    cfg = replace(defaults_for("procedural", "mlp-nerf"), iters=40, batch_size=64, n_coarse=32,
+                  n_fine=32, lr_net=2e-3, checkpoint_every=1000)
+    trainer = Trainer(scene, cfg, tmp_path / "mlp")
+    assert trainer.model.render.sampler == "hierarchical"
+    assert trainer.model.occupancy is None
+    rays = scene.view_rays("test", 0)
+    target = scene.split("test").images[0].reshape(-1, 3).float() / 255
+    before = ((trainer.model.render_rays(rays) - target) ** 2).mean().item()
+    model = trainer.run(quiet=True)
+    after = ((model.render_rays(rays) - target) ** 2).mean().item()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_render_path_writes_video_and_frames(scene, tmp_path):
+    from nerfzip.evaluation.evaluate import render_path
+
+    model = train(scene, tiny_config(iters=10), tmp_path / "r", quiet=True)
+    video = render_path(model, scene.split("train").cameras, tmp_path / "v", "orbit",
+                        n_frames=4, fmt="gif", quiet=True)
+    import imageio.v3 as iio
+
+    frames = iio.imread(video, index=None)
+    assert frames.shape[0] == 4 and frames.shape[1:3] == (64, 64)
+    assert len(list((tmp_path / "v" / "frames").glob("*.png"))) == 4

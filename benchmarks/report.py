@@ -1,0 +1,62 @@
+"""Collect the JSON records in ``benchmarks/out`` into the tables of ``benchmarks/RESULTS.md``
+(between the ``<!-- tables -->`` markers; the prose around them is kept).
+
+    python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+START, END = "<!-- tables -->", "<!-- /tables -->"
+
+
+def train_table(records: list[dict]) -> list[str]:
+    rows = ["| scene | field | steps | train time | test views | PSNR at marks (min: dB) | "
+            "final PSNR | SSIM | render s/view | peak RSS | model | commit | command |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        marks = ", ".join(f"{c['minutes']:.0f}: {c['psnr']:.2f}" for c in r["curve"]) or "—"
+        rows.append(
+            f"| {r['scene']} | {r['field']} | {r['train_steps']} | "
+            f"{r['train_seconds'] / 60:.1f} min | {r['test_views']} ({r['test_subset']}) | "
+            f"{marks} | **{r['final_psnr']:.2f}** | {r['final_ssim']:.4f} | "
+            f"{r['render_seconds_median']:.2f} | {r['peak_rss_gb']:.2f} GB | "
+            f"{r['model_bytes'] / 2**20:.1f} MB | {r['machine']['commit']} | `{r['command']}` |")
+    return rows
+
+
+def imported_table(records: list[dict]) -> list[str]:
+    rows = ["| scene | checkpoint | sampling | views | PSNR per view | mean PSNR | mean SSIM | "
+            "render s/view | commit | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        per = ", ".join(f"{v['index']}: {v['psnr']:.2f}" for v in r["views"])
+        rows.append(f"| {r['scene']} | {r['checkpoint']} | {r['sampling']} | {len(r['views'])} | "
+                    f"{per} | **{r['mean_psnr']:.2f}** | {r['mean_ssim']:.4f} | "
+                    f"{r['render_seconds_median']:.1f} | {r['machine']['commit']} | "
+                    f"`{r['command']}` |")
+    return rows
+
+
+def main() -> None:
+    records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    train = [r for r in records if r.get("benchmark") == "train"]
+    imported = [r for r in records if r.get("benchmark") == "imported"]
+    machine = (train or imported)[0]["machine"] if records else {}
+    lines = [START, "", f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
+             f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.", "",
+             "### Training: test PSNR against training time", "", *train_table(train), "",
+             "### Imported nerf-pytorch models", "", *imported_table(imported), "", END]
+    text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    RESULTS.write_text(head + "\n".join(lines) + tail)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
