@@ -99,7 +99,11 @@ def render_occupancy(field: Field, rays: RayBundle, background: Tensor, cfg: Ren
     if pts.shape[0]:
         sigma = sigma.masked_scatter(valid, field.density(pts))
     weights, _ = render_weights(sigma, deltas)
-    visible = (weights.detach() > cfg.weight_threshold) & valid
+    w = weights.detach()
+    # Also each ray's strongest samples: a young field's weights are all below the threshold,
+    # and without any colour query a black background would give density no gradient.
+    strongest = w >= 0.5 * w.amax(dim=1, keepdim=True) if w.shape[1] else w.bool()
+    visible = ((w > cfg.weight_threshold) | strongest) & valid
     rgb_s = torch.zeros(*t.shape, 3, device=t.device)
     if bool(visible.any()):
         vis_flat = visible[valid]

@@ -72,10 +72,11 @@ def defaults_for(scene_format: str, field: str) -> TrainConfig:
     if field == "mlp-nerf":
         cfg = replace(cfg, lr_net=5e-4, batch_size=1024, shrink_at=-1.0)
     if scene_format == "llff":
-        cfg = replace(cfg, n_voxels_final=400**3, tv_density=1.0, tv_app=1.0, l1_density=0.0,
+        # TensoRF's LLFF weights are 1.0 on a TV term it scales by 1e-2 inside; ours is unscaled.
+        cfg = replace(cfg, n_voxels_final=400**3, tv_density=0.01, tv_app=0.01, l1_density=0.0,
                       l1_density_late=0.0, shrink_at=-1.0)
     elif scene_format == "nerfstudio":
-        cfg = replace(cfg, n_voxels_final=256**3, tv_density=0.1, tv_app=0.1)
+        cfg = replace(cfg, n_voxels_final=256**3, tv_density=0.001, tv_app=0.001)
     elif scene_format == "procedural":
         cfg = replace(cfg, n_voxels_init=32**3, n_voxels_final=96**3, occupancy_resolution=64,
                       occupancy_every=50, occupancy_warmup=100)
