@@ -28,7 +28,7 @@ def test_short_run_beats_threshold(scene, tmp_path):
     model = train(scene, tiny_config(iters=300, batch_size=1024), tmp_path / "run", quiet=True)
     res = evaluate(model, scene, "test", quiet=True)
     # A constant image of the mean colour scores ~12 dB here; a learned field far more.
-    assert res["mean"]["psnr"] > 22.0, res["mean"]
+    assert res["mean"]["psnr"] > 20.0, res["mean"]
     assert res["mean"]["ssim"] > 0.7
     # The saved model renders exactly what the trained one does.
     loaded = load_model(tmp_path / "run")
