@@ -8,7 +8,6 @@ resumed from a checkpoint takes the same steps as one that was never interrupted
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -253,9 +252,3 @@ def train(scene: Scene, cfg: TrainConfig, out_dir: str | Path, resume: bool = Fa
         trainer.restore(ckpt)
     return trainer.run(callback, quiet)
 
-
-def load_run_json(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise NerfzipError(f"{run_dir}/config.json: cannot read ({e})") from None
