@@ -97,6 +97,7 @@ def main() -> None:
         "final_psnr": final["mean"]["psnr"], "final_ssim": final["mean"]["ssim"],
         "curve": curve, "render_seconds_median": render_seconds(model, scene),
         "peak_rss_gb": peak_rss_gb(), "parameters": model.field.num_parameters(),
+        "field_aabb": model.field.aabb.tolist(),
         "model_bytes": (out_dir / "model.safetensors").stat().st_size,
         "config": asdict(cfg), "machine": machine_info(), "torch_threads": torch.get_num_threads(),
     }

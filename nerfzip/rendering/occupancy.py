@@ -77,18 +77,26 @@ class OccupancyGrid(nn.Module):
         occ = (self.density > sigma_thresh).float()[None, None]
         self.occupied.copy_(F.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0)
 
+    def visible(self, step: float, threshold: float) -> Tensor:
+        """Cells (undilated) whose density gives a sample of length ``step`` at least
+        ``threshold`` opacity."""
+        sigma_thresh = (-torch.log1p(-torch.tensor(threshold)) / step).to(self.density)
+        return self.density > sigma_thresh
+
     def cell_size(self) -> Tensor:
         """Edge lengths of one cell, [3]."""
         return (self.aabb[1] - self.aabb[0]) / self.resolution
 
-    def occupied_aabb(self, outlier_fraction: float = 0.0, margin: int = 0) -> Tensor:
-        """A box [2, 3] around the occupied cells (the full box if none).
+    def occupied_aabb(self, outlier_fraction: float = 0.0, margin: int = 0,
+                      cells: Tensor | None = None) -> Tensor:
+        """A box [2, 3] around the occupied cells (or the given ``cells`` mask; the full box
+        if none).
 
         ``outlier_fraction`` ignores that share of occupied cells at each end of each axis, so
         that a few floaters near the walls do not keep the box from shrinking; ``margin`` cells
         are added on every side.
         """
-        idx = self.occupied.nonzero().float()
+        idx = (self.occupied if cells is None else cells).nonzero().float()
         if idx.numel() == 0:
             return self.aabb.clone()
         q_lo = torch.quantile(idx[:: max(1, idx.shape[0] // 100_000)], outlier_fraction, dim=0)

@@ -49,6 +49,9 @@ class TrainConfig:
     shrink_at: float = 0.1
     """TensoRF: fraction of training at which the grid is cropped to the occupied box
     (negative: never)."""
+    crop_alpha: float = 0.01
+    """TensoRF: the crop box encloses cells whose sample opacity reaches this (stricter than
+    the occupancy threshold: faint floaters near the walls would keep the box at full size)."""
     l1_density: float = 8e-5
     """L1 weight on density factors before cropping."""
     l1_density_late: float = 4e-5

@@ -122,7 +122,8 @@ class Trainer:
                        generator=self.gen, young=self.step < 4 * cfg.occupancy_warmup)
         if isinstance(field, TensoRF):
             if self.step == self.schedule_step(cfg.shrink_at) and occ is not None:
-                field.crop_(occ.occupied_aabb(outlier_fraction=0.002, margin=3))
+                solid = occ.visible(self.model.render.step_size, cfg.crop_alpha)
+                field.crop_(occ.occupied_aabb(outlier_fraction=0.002, margin=3, cells=solid))
                 structural = True
             n_vox = self.upsample_steps().get(self.step)
             if n_vox is not None:
