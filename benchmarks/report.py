@@ -42,15 +42,58 @@ def imported_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def codec_table(records: list[dict]) -> list[str]:
+    rows = ["| model | precision | file | vs model.safetensors | vs float32 params | "
+            "bits/param | encode | decode | PSNR (views) | vs float32 render | commit | "
+            "command |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for x in r["rows"]:
+            rows.append(
+                f"| {r['name']} | {x['precision']} | {x['bytes'] / 1e6:.3f} MB | "
+                f"{x['ratio_to_safetensors']:.2f}x smaller | "
+                f"{4 * r['parameters'] / x['bytes']:.2f}x smaller | "
+                f"{x['bits_per_param']:.2f} | {x['encode_seconds']:.1f} s "
+                f"({x['encode_mb_per_s']:.1f} MB/s) | {x['decode_seconds']:.3f} s | "
+                f"{x['psnr']:.2f} (float32 {x['psnr_float32']:.2f}) | "
+                f"{vs_render(x['psnr_vs_float32_render'])} | {r['machine']['commit']} | "
+                f"`{r['command']}` |")
+    return rows
+
+
+def vs_render(psnr: float) -> str:
+    """PSNR of a decoded model's renders against the float32 model's (inf: identical)."""
+    return "identical" if psnr == float("inf") or psnr > 200 else f"{psnr:.1f} dB"
+
+
+def entropy_table(records: list[dict]) -> list[str]:
+    rows = ["| model | precision | section | symbols | empirical entropy (bits/symbol) | "
+            "ANS stream / entropy | ANS incl. model / entropy | coder chosen | chosen / "
+            "entropy |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for x in r["rows"]:
+            for e in x["entropy"]:
+                rows.append(
+                    f"| {r['name']} | {x['precision']} | {e['section']} | {e['symbols']:,} | "
+                    f"{e['entropy_bits'] / e['symbols']:.3f} | {e['ans_stream_ratio']:.4f} | "
+                    f"{e['ans_total_ratio']:.4f} | {e['coder']} | "
+                    f"{e['ratio_to_entropy']:.3f} |")
+    return rows
+
+
 def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     train = [r for r in records if r.get("benchmark") == "train"]
     imported = [r for r in records if r.get("benchmark") == "imported"]
+    codec = [r for r in records if r.get("benchmark") == "codec"]
     machine = (train or imported)[0]["machine"] if records else {}
     lines = [START, "", f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
              f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.", "",
              "### Training: test PSNR against training time", "", *train_table(train), "",
-             "### Imported nerf-pytorch models", "", *imported_table(imported), "", END]
+             "### Imported nerf-pytorch models", "", *imported_table(imported), "",
+             "### The .nrz codec (precision only, no compression passes)", "",
+             *codec_table(codec), "", "Entropy coding of symbol arrays of at least 10^5 "
+             "symbols (ratios of coded bits to the empirical entropy of the symbols):", "",
+             *entropy_table(codec), "", END]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]

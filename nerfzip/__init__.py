@@ -8,6 +8,8 @@ The Python API mirrors the command line::
     model = nerfzip.train(scene, nerfzip.TrainConfig(field="tensorf-vm", iters=3000), "runs/lego")
     results = nerfzip.evaluate(model, scene, every=8)
     nerfzip.render(model, scene, "runs/lego/render", path="orbit")
+    nerfzip.save(model, "lego.nrz", mode="quant", bits=8)   # one self-contained file
+    model = nerfzip.load("lego.nrz")
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ API = {
     "load_model": "nerfzip.training.checkpoint", "save_model": "nerfzip.training.checkpoint",
     "TrainConfig": "nerfzip.training.config", "defaults_for": "nerfzip.training.config",
     "train": "nerfzip.training.trainer",
+    "save": "nerfzip.codec.nrz", "load": "nerfzip.codec.nrz", "info": "nerfzip.codec.nrz",
+    "SaveOptions": "nerfzip.codec.nrz",
+    "prune": "nerfzip.compression.prune", "quantize": "nerfzip.compression.quantize",
+    "half": "nerfzip.compression.quantize", "vector_quantize": "nerfzip.compression.vq",
+    "finetune": "nerfzip.compression.finetune", "run_pipeline": "nerfzip.compression.pipeline",
+    "parse_pipeline": "nerfzip.compression.pipeline", "Compressed": "nerfzip.compression.state",
 }
 
 
@@ -60,7 +68,8 @@ def import_nerf_pytorch(checkpoint: str | Path, scene: Scene) -> RadianceModel:
 
 
 __all__ = [
-    "NerfzipError", "RadianceModel", "RenderConfig", "Scene", "TrainConfig", "defaults_for",
-    "evaluate", "import_nerf_pytorch", "load_model", "load_scene", "render", "save_model",
-    "train",
+    "Compressed", "defaults_for", "evaluate", "finetune", "half", "import_nerf_pytorch", "info",
+    "load", "load_model", "load_scene", "NerfzipError", "parse_pipeline", "prune", "quantize",
+    "RadianceModel", "render", "RenderConfig", "run_pipeline", "save", "save_model", "SaveOptions",
+    "Scene", "train", "TrainConfig", "vector_quantize",
 ]

@@ -80,3 +80,18 @@ def test_train_then_eval_round_trip(tmp_path):
     res = json.loads((out / "eval" / "results.json").read_text())
     assert res["views_evaluated"] == len(res["views"]) > 0
     assert all(v["psnr"] > 8 for v in res["views"])
+    # The run as one .nrz file: lossless decodes to identical renders, so identical metrics.
+    nrz_file = tmp_path / "run.nrz"
+    proc = run("encode", str(out), "-o", str(nrz_file))
+    assert proc.returncode == 0 and nrz_file.is_file(), proc.stderr
+    proc = run("eval", str(nrz_file), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "decoded in" in proc.stdout
+    from_file = json.loads((tmp_path / "run_eval" / "results.json").read_text())
+    assert [v["psnr"] for v in from_file["views"]] == [v["psnr"] for v in res["views"]]
+    assert from_file["model"]["file_bytes"] == nrz_file.stat().st_size
+    proc = run("info", str(nrz_file), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["bytes"] == nrz_file.stat().st_size
+    quant = run("encode", str(out), "-o", str(tmp_path / "q.nrz"), "--precision", "quant",
+                "--bits", "40")
+    assert_one_line_error(quant, "--bits 40")

@@ -1,4 +1,4 @@
-"""The ``nerfzip`` command: data, train, eval, render, import, demo.
+"""The ``nerfzip`` command: data, train, eval, render, encode, compress, info, import, demo.
 
 Errors in the user's input (``NerfzipError``) print one line and exit with status 2; ``--debug``
 shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130.
@@ -54,6 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default: RUN/render)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--quiet", action="store_true")
+
+    c = sub.add_parser("encode", help="write a run's model as one .nrz file")
+    c.add_argument("run", help="run folder, model file or .nrz file")
+    c.add_argument("--out", "-o", required=True, help=".nrz file to write")
+    c.add_argument("--precision", default="lossless", choices=["lossless", "half", "quant"],
+                   help="lossless (bit-exact), half (float16) or quant (uniform --bits)")
+    c.add_argument("--bits", type=int, default=8, help="bits per value for --precision quant")
+    c.add_argument("--per-tensor", action="store_true",
+                   help="one quantization range per tensor instead of per channel")
+
+    z = sub.add_parser("compress", help="run a compression pipeline and write a .nrz file")
+    z.add_argument("run", help="run folder, model file or .nrz file")
+    z.add_argument("--out", "-o", required=True, help=".nrz file to write")
+    z.add_argument("--pipeline", default=None,
+                   help='passes, e.g. "prune(0.6) finetune(1000) vq(4096) quant(8)"')
+    z.add_argument("--preset", default=None, help="a named pipeline: tiny, balanced, high")
+    z.add_argument("--config", default=None, help="a YAML file with a 'pipeline:' list")
+    z.add_argument("--data", default=None, help="scene folder (default: the run's own)")
+    z.add_argument("--device", default="cpu")
+    z.add_argument("--quiet", action="store_true")
+
+    n = sub.add_parser("info", help="print a .nrz file's header and sections")
+    n.add_argument("file", help=".nrz file")
+    n.add_argument("--json", action="store_true", help="machine-readable output")
 
     i = sub.add_parser("import", help="import a radiance field trained by another tool")
     i.add_argument("tool", choices=["nerf-pytorch"])
@@ -112,29 +136,103 @@ def load_run_and_scene(run: str, data: str | None, device: str):
     return model, scene
 
 
+def default_out(run: str, what: str) -> Path:
+    """RUN/what for a run folder, FILE_what beside a model file."""
+    path = Path(run)
+    return path / what if path.is_dir() else path.parent / f"{path.stem}_{what}"
+
+
+def file_note(model) -> str:
+    d = model.meta.get("decode")
+    return "" if d is None else (f"file {d['file_bytes'] / 1e6:.3f} MB, decoded in "
+                                 f"{d['seconds']:.2f} s; ")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from nerfzip.evaluation.evaluate import evaluate
 
     model, scene = load_run_and_scene(args.run, args.data, args.device)
-    run = Path(args.run)
-    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "eval"
+    out = Path(args.out) if args.out else default_out(args.run, "eval")
     res = evaluate(model, scene, args.split, args.every, args.limit, out, quiet=args.quiet)
     m = res["mean"]
-    print(f"{scene.name} {args.split} ({res['views_evaluated']} views): PSNR {m['psnr']:.2f} dB  "
-          f"SSIM {m['ssim']:.4f}  {m['seconds_per_view_median']:.2f} s/view  "
-          f"-> {out / 'results.json'}")
+    print(f"{scene.name} {args.split} ({res['views_evaluated']} views): {file_note(model)}"
+          f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
+          f"{m['seconds_per_view_median']:.2f} s/view  -> {out / 'results.json'}")
 
 
 def cmd_render(args: argparse.Namespace) -> None:
     from nerfzip.evaluation.evaluate import render_path
 
     model, scene = load_run_and_scene(args.run, args.data, args.device)
-    run = Path(args.run)
-    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "render"
+    out = Path(args.out) if args.out else default_out(args.run, "render")
+    if model.meta.get("decode"):
+        print(file_note(model).rstrip("; "))
     cams = scene.split("train" if args.path != "test" else "test").cameras
     video = render_path(model, cams, out, args.path, args.frames, args.fps, args.format,
                         quiet=args.quiet)
     print(f"wrote {video} and {args.frames} frames in {out / 'frames'}")
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from nerfzip.codec.nrz import SaveOptions, save
+    from nerfzip.training.checkpoint import load_model
+
+    model = load_model(args.run)
+    options = SaveOptions(mode=args.precision, bits=args.bits, per_channel=not args.per_tensor)
+    if args.precision == "quant" and not 1 <= args.bits <= 16:
+        raise NerfzipError(f"--bits {args.bits}: quantization supports 1 to 16 bits")
+    report = save(model, args.out, options)
+    dense = 4 * model.field.num_parameters()
+    print(f"wrote {args.out}: {report.bytes:,} bytes ({dense / report.bytes:.1f}x smaller than "
+          f"float32 parameters), encoded in {report.encode_seconds:.2f} s")
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from nerfzip.codec.nrz import save
+    from nerfzip.compression.pipeline import resolve, run_pipeline
+
+    steps = resolve(args.pipeline, args.preset, args.config)  # bad specs fail before loading
+    model, scene = load_run_and_scene(args.run, args.data, args.device)
+    dense = 4 * model.field.num_parameters()
+
+    def show(step, report) -> None:
+        if not args.quiet:
+            brief = {k: v for k, v in report.items() if not isinstance(v, dict)}
+            print(f"{step}: {brief}", file=sys.stderr)
+
+    compressed = run_pipeline(model, steps, scene, quiet=args.quiet, on_step=show)
+    report = save(compressed.model, args.out, compressed.save_options())
+    print(f"wrote {args.out}: {report.bytes:,} bytes ({dense / report.bytes:.1f}x smaller than "
+          f"float32 parameters) after {' '.join(map(str, steps))}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    import json
+
+    from nerfzip.codec.nrz import info
+
+    data = info(args.file)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return
+    h = data["header"]
+    print(f"{data['path']}: .nrz format {data['version']}, {data['bytes']:,} bytes, written by "
+          f"{h.get('writer', '?')}")
+    fld = h["field"]
+    print(f"field: {fld['family']}  aabb {fld['aabb']}")
+    print(f"scene: {h['space'].get('name', '')} ({h['space'].get('format', '')}), background "
+          f"{h['space'].get('background')}, sampler {h['render'].get('sampler')}")
+    steps = h.get("pipeline") or []
+    print("pipeline: " + (" ".join(str(s.get("step", s)) if isinstance(s, dict) else str(s)
+                                   for s in steps) or "(none: the trained field as it was)"))
+    rows = data["sections"]
+    width = max(len(r["name"]) for r in rows) if rows else 4
+    print(f"{'section':<{width}}  {'shape':<18} {'bytes':>10} {'bits/param':>10} {'share':>6}  "
+          "codec")
+    for r in rows:
+        shape = "x".join(map(str, r["shape"])) or "scalar"
+        print(f"{r['name']:<{width}}  {shape:<18} {r['bytes']:>10,} {r['bits_per_param']:>10.2f} "
+              f"{100 * r['share']:>5.1f}%  {r['codec']}")
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -156,6 +254,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,
+            "encode": cmd_encode, "compress": cmd_compress, "info": cmd_info,
             "import": cmd_import, "demo": cmd_demo}
 
 

@@ -63,11 +63,23 @@ def evaluate(model: RadianceModel, scene: Scene, split: str = "test", every: int
                  "seconds_per_view_median": statistics.median(times)},
         "protocol": "8-bit images composited on the scene background; PSNR 10log10(1/mse); "
                     "SSIM 11x11 Gaussian window sigma 1.5, channel mean",
-        "views": views, "machine": machine_info(),
+        "model": model_summary(model), "views": views, "machine": machine_info(),
     }
     if out is not None:
         write_json(out / "results.json", results)
     return results
+
+
+def model_summary(model: RadianceModel) -> dict[str, Any]:
+    """What was evaluated: field family and size, and for a decoded file its bytes and decode
+    time."""
+    out: dict[str, Any] = {"family": model.field.family,
+                           "parameters": model.field.num_parameters(),
+                           "pipeline": model.meta.get("pipeline", [])}
+    if "decode" in model.meta:
+        out["file_bytes"] = model.meta["decode"]["file_bytes"]
+        out["decode_seconds"] = model.meta["decode"]["seconds"]
+    return out
 
 
 def path_poses(model: RadianceModel, cams: Cameras, path: str, n_frames: int) -> torch.Tensor:

@@ -151,6 +151,20 @@ def render_occupancy_early_stop(field: Field, rays: RayBundle, background: Tenso
     return {"rgb": rgb, "acc": acc, "num_samples": torch.tensor(float(n_evals))}
 
 
+@torch.no_grad()
+def sample_weights(field: Field, rays: RayBundle, cfg: RenderConfig,
+                   occupancy: OccupancyGrid | None) -> tuple[Tensor, Tensor]:
+    """Every occupied sample's position [M, 3] and compositing weight [M] (what importance
+    estimates accumulate: how much each point contributes to the rendered pixels)."""
+    t, valid, delta = march(rays, field.aabb, cfg.step_size, occupancy, None, cfg.max_samples)
+    pts, _ = sample_points(rays, t, valid)
+    sigma = torch.zeros_like(t)
+    if pts.shape[0]:
+        sigma = sigma.masked_scatter(valid, field.density(pts))
+    weights, _ = render_weights(sigma, delta[:, None].expand_as(t))
+    return pts, weights[valid]
+
+
 def render_hierarchical(field: Field, rays: RayBundle, background: Tensor, cfg: RenderConfig,
                         train: bool, generator: torch.Generator | None) -> dict[str, Tensor]:
     """NeRF's coarse + fine sampling; the coarse network comes from ``field.coarse_field()``."""

@@ -105,8 +105,13 @@ def model_from(header: dict[str, Any], tensors: dict[str, Tensor]) -> RadianceMo
 
 
 def load_model(path: str | Path) -> RadianceModel:
-    """Load a model file (or a run folder's ``model.safetensors``)."""
+    """Load a model: a run folder (its ``model.safetensors``), a model / checkpoint file, or a
+    compressed ``.nrz`` file (decoded)."""
     path = Path(path)
+    from nerfzip.codec.nrz import is_nrz, load
+
+    if is_nrz(path):
+        return load(path)
     if path.is_dir():
         candidates = [path / "model.safetensors", path / "checkpoint.safetensors"]
         found = next((c for c in candidates if c.is_file()), None)

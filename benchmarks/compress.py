@@ -1,0 +1,123 @@
+"""Benchmark: compression pipelines on a trained model, in one run.
+
+For each pipeline (each technique alone at a few strengths, and the presets): .nrz bytes, ratio
+to the float32 parameters, test PSNR / SSIM (the quick subset unless --every says otherwise),
+decode time, and render time as a ratio to the uncompressed model's render time in the same
+run. Writes ``benchmarks/out/compress_<name>.json`` (and a rate-distortion PNG with --plot).
+
+    python benchmarks/compress.py --model benchmarks/out/train_lego_tensorf-vm_crop \\
+        --pipelines preset:balanced "quant(8)" "prune(0.5) finetune(300)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nerfzip.codec import nrz
+from nerfzip.compression.pipeline import PRESETS, parse_pipeline, run_pipeline
+from nerfzip.data.scene import load_scene
+from nerfzip.evaluation.evaluate import evaluate
+from nerfzip.training.checkpoint import load_model
+from nerfzip.utils.io import read_json, write_json
+from nerfzip.utils.machine import machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ["quant(8)", "quant(6)", "quant(4)", "prune(0.5)", "prune(0.8) finetune(300)",
+           "prune(method=importance, keep_mass=0.999)", "vq(4096, 0.01)",
+           "preset:high", "preset:balanced", "preset:tiny"]
+
+
+def render_seconds(model, scene, views: list[int]) -> float:
+    model.render_view(scene, "test", views[0])
+    times = []
+    for i in views[:3]:
+        t0 = time.perf_counter()
+        model.render_view(scene, "test", i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="run folder or model file")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--pipelines", nargs="*", default=DEFAULT,
+                    help="pipeline texts, or preset:NAME")
+    ap.add_argument("--every", type=int, default=8, help="evaluate every N-th test view")
+    ap.add_argument("--plot", action="store_true", help="write a rate-distortion PNG")
+    ap.add_argument("--append", action="store_true", help="add to an existing record")
+    args = ap.parse_args()
+
+    model = load_model(args.model)
+    scene = load_scene(model.space.source, downscale=model.space.downscale)
+    name = args.name or f"{scene.name}_{model.field.family}"
+    out_json = ROOT / "benchmarks" / "out" / f"compress_{name}.json"
+    tmp = Path(tempfile.mkdtemp())
+    params = model.field.num_parameters()
+    n_test = len(scene.split("test"))
+    views = list(range(0, n_test, args.every))
+    record = read_json(out_json) if args.append and out_json.exists() else None
+    if record is None:
+        base = evaluate(model, scene, "test", every=args.every, quiet=True)
+        record = {"benchmark": "compress", "name": name, "scene": scene.name,
+                  "family": model.field.family, "parameters": params,
+                  "float32_bytes": 4 * params, "every": args.every,
+                  "baseline": {"psnr": base["mean"]["psnr"], "ssim": base["mean"]["ssim"],
+                               "render_seconds": render_seconds(model, scene, views)},
+                  "rows": [], "machine": machine_info()}
+    base_render = record["baseline"]["render_seconds"]
+    print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
+          f"{record['baseline']['psnr']:.2f}", file=sys.stderr)
+    for spec in args.pipelines:
+        text = PRESETS[spec[len("preset:"):]] if spec.startswith("preset:") else spec
+        t0 = time.perf_counter()
+        c = run_pipeline(model, parse_pipeline(text), scene)
+        compress_s = time.perf_counter() - t0
+        report = nrz.save(c.model, tmp / "c.nrz", c.save_options())
+        t0 = time.perf_counter()
+        back = nrz.load(tmp / "c.nrz")
+        decode_s = time.perf_counter() - t0
+        res = evaluate(back, scene, "test", every=args.every, quiet=True)
+        row = {"pipeline": spec, "steps": text, "bytes": report.bytes,
+               "ratio": 4 * params / report.bytes, "psnr": res["mean"]["psnr"],
+               "ssim": res["mean"]["ssim"],
+               "psnr_loss": record["baseline"]["psnr"] - res["mean"]["psnr"],
+               "decode_seconds": decode_s, "compress_seconds": compress_s,
+               "render_ratio": render_seconds(back, scene, views) / base_render,
+               "command": "python " + " ".join(sys.argv)}
+        record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
+        print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "
+              f"{row['psnr']:.2f} (-{row['psnr_loss']:.2f})  decode {decode_s:.2f} s  render "
+              f"x{row['render_ratio']:.2f}  ({compress_s:.0f} s)", file=sys.stderr)
+        write_json(out_json, record)
+    if args.plot:
+        plot(record, ROOT / "benchmarks" / f"rd_{name}.png")
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in record["rows"]:
+        ax.scatter(r["bytes"] / 1e6, r["psnr"])
+        ax.annotate(r["pipeline"], (r["bytes"] / 1e6, r["psnr"]), fontsize=6)
+    ax.axhline(record["baseline"]["psnr"], ls="--", lw=0.8, label="float32")
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (MB)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(f"{record['name']}: rate-distortion")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

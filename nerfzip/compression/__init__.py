@@ -1,0 +1,1 @@
+"""Compression passes (prune, quantize, vector-quantize, fine-tune) and pipelines of them."""

@@ -1,0 +1,117 @@
+"""How much each grid entry matters to the rendered images (VQRF's importance score).
+
+The importance of a plane texel or line entry is the compositing weight of every sample along
+the training rays, splatted onto the factor grids with the same bilinear / linear coefficients
+that interpolation reads them with. It is computed as the gradient of ``sum(w * interp(Z))``
+with respect to an all-zero grid ``Z``: autograd does the splatting, on any device.
+
+``occupancy_importance`` is the cheap variant that needs no rays: every occupied cell of the
+occupancy grid counts once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nerfzip.data.scene import Scene
+from nerfzip.errors import NerfzipError
+from nerfzip.fields.tensorf import MAT_AXES, VEC_AXES, FactorGrids, TensoRF
+from nerfzip.rendering.model import RadianceModel
+from nerfzip.rendering.renderer import sample_weights
+from nerfzip.utils.progress import progress_bar
+
+
+def require_tensorf(model: RadianceModel, what: str) -> TensoRF:
+    if not isinstance(model.field, TensoRF):
+        raise NerfzipError(f"{what} works on grid fields (tensorf-vm, tensorf-cp), not "
+                           f"{model.field.family}")
+    return model.field
+
+
+def grid_names(grids: FactorGrids, prefix: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(tensor name, axes of the point it is indexed by) for each factor of ``grids``."""
+    if grids.decomposition == "vm":
+        planes = [(f"{prefix}.planes.{m}", MAT_AXES[m]) for m in range(3)]
+        return planes + [(f"{prefix}.lines.{m}", (VEC_AXES[m],)) for m in range(3)]
+    return [(f"{prefix}.lines.{a}", (a,)) for a in range(3)]
+
+
+def splat(grids: FactorGrids, x: Tensor, w: Tensor, out: dict[str, Tensor], prefix: str) -> None:
+    """Add the weights ``w`` [N] of normalised points ``x`` [N, 3] onto ``out`` (one map per
+    factor, shaped like one channel of it)."""
+    for (name, axes), tensor in zip(grid_names(grids, prefix),
+                                    list(grids.planes) + list(grids.lines)):
+        z = torch.zeros((1, 1, *tensor.shape[2:]), device=x.device, requires_grad=True)
+        if len(axes) == 2:
+            vals = grids.plane_values(z, x[:, list(axes)])
+        else:
+            vals = grids.line_values(z, x[:, axes[0]])
+        (vals[0] * w).sum().backward()
+        out[name] = out.get(name, torch.zeros_like(z.grad)) + z.grad
+
+
+def importance_from_points(field: TensoRF, points: Tensor, weights: Tensor,
+                           out: dict[str, Tensor]) -> None:
+    x = field.normalize(points).clamp(-1, 1)
+    splat(field.density_grids, x, weights, out, "density_grids")
+    splat(field.app_grids, x, weights, out, "app_grids")
+
+
+def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 18,
+                    chunk: int = 8192, seed: int = 0, quiet: bool = True) -> dict[str, Tensor]:
+    """Importance maps (name -> [1, 1, ...] like one channel of the factor) from ``n_rays``
+    random training rays."""
+    field = require_tensorf(model, "importance")
+    gen = torch.Generator().manual_seed(seed)
+    imgs = scene.split("train").images
+    n, h, w = imgs.shape[:3]
+    out: dict[str, Tensor] = {}
+    device = field.aabb.device
+    bar = progress_bar(n_rays, desc="importance", quiet=quiet)
+    field.eval()
+    for start in range(0, n_rays, chunk):
+        m = min(chunk, n_rays - start)
+        idx = torch.randint(0, n * h * w, (m,), generator=gen)
+        cam, pix = idx // (h * w), idx % (h * w)
+        rays = scene.pixel_rays("train", cam, pix % w, pix // w).to(device)
+        pts, wts = sample_weights(field, rays, model.render, model.occupancy)
+        with torch.enable_grad():
+            importance_from_points(field, pts, wts, out)
+        bar.update(m)
+    bar.close()
+    return out
+
+
+def occupancy_importance(model: RadianceModel) -> dict[str, Tensor]:
+    """Importance from the occupancy grid alone: each occupied cell centre weighs 1."""
+    field = require_tensorf(model, "occupancy pruning")
+    if model.occupancy is None:
+        raise NerfzipError("the model has no occupancy grid to prune by")
+    occ = model.occupancy
+    pts = occ.cell_centers()[occ.occupied.view(-1)]
+    out: dict[str, Tensor] = {}
+    with torch.enable_grad():
+        importance_from_points(field, pts, torch.ones(pts.shape[0], device=pts.device), out)
+    return out
+
+
+def keep_by_importance(score: Tensor, keep_mass: float) -> Tensor:
+    """The smallest set of entries holding ``keep_mass`` of the total importance (bool, same
+    shape); entries with zero importance are never kept."""
+    flat = score.reshape(-1)
+    order = torch.argsort(flat, descending=True)
+    cum = torch.cumsum(flat[order], 0)
+    total = float(cum[-1]) if cum.numel() else 0.0
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    if total <= 0:
+        return keep.view(score.shape)
+    n_keep = int(torch.searchsorted(cum, torch.tensor(keep_mass * total, dtype=cum.dtype))) + 1
+    keep[order[:min(n_keep, flat.numel())]] = True
+    return (keep & (flat > 0)).view(score.shape)
+
+
+def expand_channels(mask: Tensor, like: Tensor) -> Tensor:
+    """A per-texel mask [1, 1, ...] broadcast to every channel of ``like`` [1, C, ...]."""
+    return mask.expand_as(like).contiguous()
+

@@ -1,0 +1,171 @@
+"""Pruning: set parameters to exactly zero (stored sparsely in the .nrz file) or remove whole
+components so the field really shrinks.
+
+- ``magnitude``: unstructured, the smallest-magnitude entries of the weight tensors, one
+  threshold over all of them (``scope="global"``) or a ratio per tensor (``"layer"``), by
+  ``ratio`` or absolute ``threshold``; any field family.
+- ``importance``: grid fields; plane texels / line entries whose accumulated rendering weight
+  over training rays is negligible are zeroed in every channel (VQRF's voxel pruning, on
+  factor grids). ``keep_mass`` is the share of total importance the kept entries hold.
+- ``occupancy``: grid fields; entries no occupied cell projects onto.
+- ``components`` (structured): grid fields; the ``ratio`` of density and appearance
+  components with the smallest plane-norm x line-norm are removed from every mode (and the
+  appearance basis loses the matching columns), so rendering does less work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nerfzip.compression.importance import (
+    grid_importance,
+    keep_by_importance,
+    occupancy_importance,
+    require_tensorf,
+)
+from nerfzip.compression.state import Compressed, Mask, constrained
+from nerfzip.data.scene import Scene
+from nerfzip.errors import NerfzipError
+from nerfzip.fields.tensorf import FactorGrids
+from nerfzip.rendering.model import RadianceModel
+
+MIN_ELEMENTS = 1024
+METHODS = ("magnitude", "importance", "occupancy", "components")
+
+
+def weight_tensors(c: Compressed) -> dict[str, Tensor]:
+    """Tensors unstructured pruning may touch: float matrices / grids with >= 1024 entries."""
+    return {k: v for k, v in c.tensors().items()
+            if v.is_floating_point() and v.dim() >= 2 and v.numel() >= MIN_ELEMENTS}
+
+
+def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
+          scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
+          scene: Scene | None = None, n_rays: int = 1 << 18) -> tuple[Compressed, dict]:
+    """Prune a copy of ``model``; returns it and a report."""
+    c = Compressed.of(model)
+    if method not in METHODS:
+        raise NerfzipError(f"prune: unknown method {method!r} ({', '.join(METHODS)})")
+    if method == "magnitude":
+        report = prune_magnitude(c, ratio, scope, threshold)
+    elif method == "components":
+        report = prune_components(c, ratio)
+    else:
+        require_tensorf(c.model, f"prune(method={method})")
+        if method == "importance":
+            if scene is None:
+                raise NerfzipError("prune(method=importance) needs the scene's training views")
+            scores = grid_importance(c.model, scene, n_rays)
+        else:
+            scores = occupancy_importance(c.model)
+        report = prune_grid_entries(c, scores, keep_mass if method == "importance" else 1.0)
+    c.project()
+    args = {"ratio": ratio, "method": method, "scope": scope, "threshold": threshold,
+            "keep_mass": keep_mass}
+    c.record("prune", args, report)
+    return c, report
+
+
+def _validate_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise NerfzipError(f"prune: ratio must be in [0, 1), got {ratio}")
+
+
+def prune_magnitude(c: Compressed, ratio: float, scope: str, threshold: float | None
+                    ) -> dict[str, Any]:
+    _validate_ratio(ratio)
+    if scope not in ("global", "layer"):
+        raise NerfzipError(f"prune: scope must be global or layer, got {scope!r}")
+    tensors = {k: constrained(v.detach(), c.constraints.get(k, []))
+               for k, v in weight_tensors(c).items()}
+    if not tensors:
+        raise NerfzipError("prune: the field has no weight tensors large enough to prune")
+    if threshold is None and scope == "global":
+        mags = torch.cat([v.abs().reshape(-1) for v in tensors.values()])
+        k = int(ratio * mags.numel())
+        threshold = float(mags.kthvalue(k).values) if k > 0 else -1.0
+    pruned = total = 0
+    for name, v in tensors.items():
+        t = threshold
+        if t is None:  # per layer, by ratio
+            k = int(ratio * v.numel())
+            t = float(v.abs().reshape(-1).kthvalue(k).values) if k > 0 else -1.0
+        keep = v.abs() > t
+        c.add(name, Mask(keep))
+        pruned += int((~keep).sum())
+        total += v.numel()
+    return {"pruned": pruned, "of": total, "sparsity": pruned / total,
+            "tensors": len(tensors), "threshold": threshold}
+
+
+def prune_grid_entries(c: Compressed, scores: dict[str, Tensor], keep_mass: float
+                       ) -> dict[str, Any]:
+    tensors = c.tensors()
+    pruned = total = 0
+    for name, score in scores.items():
+        keep = keep_by_importance(score, keep_mass).expand_as(tensors[name]).contiguous()
+        c.add(name, Mask(keep))
+        pruned += int((~keep).sum())
+        total += keep.numel()
+    return {"pruned": pruned, "of": total, "sparsity": pruned / max(1, total),
+            "tensors": len(scores)}
+
+
+def component_scores(grids: FactorGrids) -> list[Tensor]:
+    """Per mode, each component's size: |plane_c| * |line_c| (VM) or the product of its line
+    norms (CP, a single 'mode')."""
+    if grids.decomposition == "vm":
+        return [grids.planes[m][0].flatten(1).norm(dim=1) * grids.lines[m][0].flatten(1).norm(
+            dim=1) for m in range(3)]
+    score = torch.ones(grids.lines[0].shape[1])
+    for line in grids.lines:
+        score = score * line[0].flatten(1).norm(dim=1)
+    return [score]
+
+
+def keep_components(grids: FactorGrids, ratio: float) -> list[Tensor]:
+    scores = component_scores(grids)
+    n = scores[0].numel()
+    k = max(1, n - int(round(ratio * n)))
+    return [torch.sort(torch.topk(s, k).indices).values for s in scores]
+
+
+@torch.no_grad()
+def select_components(grids: FactorGrids, keep: list[Tensor]) -> None:
+    if grids.decomposition == "vm":
+        for m in range(3):
+            grids.planes[m] = nn.Parameter(grids.planes[m].data[:, keep[m]].clone())
+            grids.lines[m] = nn.Parameter(grids.lines[m].data[:, keep[m]].clone())
+    else:
+        for a in range(3):
+            grids.lines[a] = nn.Parameter(grids.lines[a].data[:, keep[0]].clone())
+
+
+def prune_components(c: Compressed, ratio: float) -> dict[str, Any]:
+    _validate_ratio(ratio)
+    field = require_tensorf(c.model, "prune(method=components)")
+    if c.constraints:
+        raise NerfzipError("prune(method=components) must come before passes that constrain "
+                           "tensors (it changes their shapes)")
+    before = field.num_parameters()
+    dens_keep = keep_components(field.density_grids, ratio)
+    app_keep = keep_components(field.app_grids, ratio)
+    # The basis reads the appearance components mode after mode: keep the matching columns.
+    per_mode = field.app_grids.lines[0].shape[1]
+    cols = torch.cat([k + i * per_mode for i, k in enumerate(app_keep)])
+    with torch.no_grad():
+        select_components(field.density_grids, dens_keep)
+        select_components(field.app_grids, app_keep)
+        old = field.basis
+        field.basis = nn.Linear(cols.numel(), old.out_features, bias=False)
+        field.basis.weight.copy_(old.weight[:, cols])
+    field.config = type(field.config)(**{
+        **field.config.__dict__, "density_components": int(dens_keep[0].numel()),
+        "appearance_components": int(app_keep[0].numel())})
+    return {"density_components": int(dens_keep[0].numel()),
+            "appearance_components": int(app_keep[0].numel()),
+            "parameters_before": before, "parameters_after": field.num_parameters()}
+

@@ -1,0 +1,120 @@
+"""Vector quantization of grid features (the VQRF / VQ-TensoRF idea).
+
+Each plane texel (VM) or line entry (CP) holds one feature vector across the components. The
+vectors are clustered by importance-weighted k-means (importance: accumulated rendering weight,
+``importance.py``); every vector is replaced by its cluster's centre except the most important
+``keep`` fraction, which stay exact. Pruned (all-zero) vectors are left alone. The assignment
+is then fixed; ``finetune`` trains the codebook entries. In the file, a vector-quantized grid is
+stored as its codebook plus entropy-coded indices.
+
+k-means is written here in torch (20 lines) rather than taken from scikit-learn: it needs
+per-sample weights, runs on the field's device, and is the only clustering nerfzip needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nerfzip.compression.importance import grid_importance, occupancy_importance, require_tensorf
+from nerfzip.compression.state import Codebook, Compressed, constrained
+from nerfzip.data.scene import Scene
+from nerfzip.errors import NerfzipError
+from nerfzip.rendering.model import RadianceModel
+
+
+def nearest(x: Tensor, centres: Tensor, chunk: int = 16384) -> Tensor:
+    """Index of the nearest centre [N] for each row of ``x`` [N, D]."""
+    c2 = (centres * centres).sum(1)
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        d = c2[None, :] - 2.0 * x[i:i + chunk] @ centres.t()
+        out[i:i + chunk] = d.argmin(dim=1)
+    return out
+
+
+def kmeans_pp(x: Tensor, p: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """Weighted k-means++ seeding: each new centre drawn with probability ~ weight x squared
+    distance to the nearest centre so far (one pass over the data per centre)."""
+    first = torch.multinomial(p.cpu(), 1, generator=generator).item()
+    centres = [x[first]]
+    d2 = ((x - x[first]) ** 2).sum(1)
+    for _ in range(k - 1):
+        score = (p * d2).cpu()
+        if float(score.sum()) <= 0:  # fewer distinct points than centres
+            score = p.cpu()
+        i = torch.multinomial(score, 1, generator=generator).item()
+        centres.append(x[i])
+        d2 = torch.minimum(d2, ((x - x[i]) ** 2).sum(1))
+    return torch.stack(centres).clone()
+
+
+def kmeans(x: Tensor, weights: Tensor, k: int, iters: int = 10,
+           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Weighted k-means (Lloyd): centres [k, D] and assignment [N]."""
+    n = x.shape[0]
+    k = min(k, n)
+    p = weights.clamp(min=0) + 1e-12
+    centres = kmeans_pp(x, p, k, generator)
+    assign = nearest(x, centres)
+    for _ in range(iters):
+        mass = torch.zeros(k, device=x.device).index_add_(0, assign, p)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x * p[:, None])
+        empty = mass <= 1e-12
+        centres = torch.where(empty[:, None], centres, sums / mass.clamp(min=1e-12)[:, None])
+        if bool(empty.any()):  # re-seed empty clusters at the worst-served heavy points
+            err = ((x - centres[assign]) ** 2).sum(1) * p
+            centres[empty] = x[torch.topk(err, int(empty.sum())).indices]
+        assign = nearest(x, centres)
+    return centres, assign
+
+
+def vector_quantize(model: RadianceModel | Compressed, codebook_size: int = 4096,
+                    keep: float = 0.005, scene: Scene | None = None, n_rays: int = 1 << 18,
+                    iters: int = 10, include: str = "", seed: int = 0
+                    ) -> tuple[Compressed, dict[str, Any]]:
+    """Vector-quantize the feature planes (VM) or lines (CP) of a copy of a grid field."""
+    c = Compressed.of(model)
+    field = require_tensorf(c.model, "vq")
+    if codebook_size < 2 or not 0.0 <= keep < 1.0:
+        raise NerfzipError(f"vq: codebook size must be >= 2 and keep in [0, 1) (got "
+                           f"{codebook_size}, {keep})")
+    scores = grid_importance(c.model, scene, n_rays) if scene is not None else \
+        occupancy_importance(c.model)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = c.tensors()
+    vm = field.config.decomposition == "vm"
+    report: dict[str, Any] = {"codebook_size": codebook_size, "keep": keep, "tensors": {},
+                              "importance": "rays" if scene is not None else "occupancy"}
+    for name, score in scores.items():
+        if (vm and ".planes." not in name) or include not in name:
+            continue
+        x = constrained(tensors[name].detach(), c.constraints.get(name, []))
+        rows = x.movedim(1, -1).reshape(-1, x.shape[1])
+        w = score.reshape(-1)
+        live = rows.abs().amax(dim=1) > 0
+        live_idx = live.nonzero()[:, 0]
+        if live_idx.numel() < 4:
+            continue
+        n_exact = int(keep * live_idx.numel())
+        order = torch.argsort(w[live_idx], descending=True)
+        exact = live_idx[order[:n_exact]]
+        vq_idx = live_idx[order[n_exact:]]
+        k = min(codebook_size, max(2, vq_idx.numel() // 4))
+        centres, assign = kmeans(rows[vq_idx], w[vq_idx], k, iters, gen)
+        indices = torch.full((rows.shape[0],), -1, dtype=torch.long)
+        indices[vq_idx] = assign
+        c.add(name, Codebook(1, indices, centres))
+        err = ((rows[vq_idx] - centres[assign]) ** 2).sum(1)
+        report["tensors"][name] = {"vectors": int(rows.shape[0]), "live": int(live_idx.numel()),
+                                   "exact": int(exact.numel()), "codebook": int(k),
+                                   "weighted_mse": float((err * w[vq_idx]).sum()
+                                                         / w[vq_idx].sum().clamp(min=1e-12))}
+    if not report["tensors"]:
+        raise NerfzipError("vq: no feature grid to quantize (all pruned, or none matched)")
+    c.project()
+    c.record("vq", {"codebook_size": codebook_size, "keep": keep, "iters": iters,
+                    "include": include}, report)
+    return c, report

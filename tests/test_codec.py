@@ -1,0 +1,495 @@
+"""The .nrz codec: exact round trips, lossy codecs reproducing exactly their quantized values,
+entropy coding near the entropy, golden files, and hostile files rejected with one-line errors.
+
+``python tests/test_codec.py`` rewrites the golden files (only after an intended format change,
+with a version bump in docs/format.md).
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from nerfzip.codec import nrz
+from nerfzip.codec import symbols as sym
+from nerfzip.codec.binary import FormatError
+from nerfzip.codec.tensors import (
+    Budget,
+    TensorSpec,
+    decode,
+    encode_tensor,
+    fake_quantize,
+    parse,
+    serialize,
+)
+from nerfzip.errors import NerfzipError
+from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
+from nerfzip.fields.tensorf import TensoRF, TensoRFConfig
+from nerfzip.rendering.model import RadianceModel, SceneSpace
+from nerfzip.rendering.occupancy import OccupancyGrid
+from nerfzip.rendering.renderer import RenderConfig
+from nerfzip.training.checkpoint import save_model
+
+LOSSLESS = TensorSpec()
+GOLDEN = Path(__file__).parent / "golden"
+AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+# --- models ---
+def tiny_tensorf(seed: int = 0, decomposition: str = "vm") -> RadianceModel:
+    cfg = TensoRFConfig(decomposition=decomposition, resolution=(12, 14, 16), density_components=2,
+                        appearance_components=3, app_dim=4, decoder_hidden=8)
+    field = TensoRF(cfg, AABB, seed=seed)
+    occ = OccupancyGrid(AABB, 8)
+    ar = torch.arange(8)
+    occ.occupied.copy_((ar[:, None, None] + ar[None, :, None] + ar[None, None, :]) % 3 == 0)
+    return RadianceModel(field, RenderConfig(step_size=0.05), SceneSpace([1.0, 1.0, 1.0], 2.0,
+                                                                          6.0, name="tiny"),
+                         occ)
+
+
+def tiny_mlp() -> RadianceModel:
+    cfg = MLPNeRFConfig(pos_freqs=2, dir_freqs=1, hidden=16, depth=3, skips=(2,), dir_hidden=8)
+    return RadianceModel(MLPNeRF(cfg, AABB), RenderConfig(sampler="hierarchical", n_coarse=8,
+                                                          n_fine=8),
+                         SceneSpace([0.0, 0.0, 0.0], 2.0, 6.0))
+
+
+def structured(model: RadianceModel) -> RadianceModel:
+    """Give some tensors the structure compression passes leave: exact zeros, few values."""
+    f = model.field
+    with torch.no_grad():
+        w = f.decoder.layers[0].weight
+        w[w.abs() < 0.1] = 0.0
+        plane = f.app_grids.planes[2]
+        plane.copy_(torch.round(plane * 20) / 20)
+    return model
+
+
+GOLDEN_OPTIONS = nrz.SaveOptions(
+    mode="lossless", coders=("pack", "ans"),
+    specs={"density_grids.planes.0": TensorSpec(mode="quant", bits=4, axis=1,
+                                                coders=("pack", "ans")),
+           "app_grids.planes.1": TensorSpec(mode="half", coders=("pack", "ans"))})
+
+
+def expected_decoded(name: str, x: torch.Tensor) -> torch.Tensor:
+    spec = GOLDEN_OPTIONS.specs.get(name)
+    if spec is None:
+        return x
+    if spec.mode == "half":
+        return x.half().float()
+    return fake_quantize(x, spec.bits, spec.axis)
+
+
+def rays(n: int = 64, seed: int = 0):
+    from nerfzip.data.cameras import RayBundle
+
+    g = torch.Generator().manual_seed(seed)
+    o = torch.randn(n, 3, generator=g) * 0.2 + torch.tensor([0.0, 0.0, 4.0])
+    d = torch.nn.functional.normalize(-o + 0.3 * torch.randn(n, 3, generator=g), dim=-1)
+    return RayBundle(o, d, d, torch.full((n,), 2.0), torch.full((n,), 6.0))
+
+
+# --- symbols ---
+@pytest.mark.parametrize("coder", sym.CODERS)
+@pytest.mark.parametrize("kind", ["gauss8", "const", "signed", "sparse", "wide", "empty"])
+def test_symbol_coders_round_trip(coder, kind):
+    rng = np.random.default_rng(1)
+    x = {"gauss8": np.clip(np.round(rng.normal(100, 12, 5000)), 0, 255),
+         "const": np.full(300, 7), "signed": rng.integers(-5, 6, 999),
+         "sparse": (rng.random(4000) < 0.03), "wide": rng.integers(0, 1 << 20, 77),
+         "empty": np.zeros(0)}[kind].astype(np.int64)
+    params, blobs = sym.encode_symbols(x, (coder,))
+    y = sym.decode_symbols(params, [memoryview(b) for b in blobs], x.size)
+    assert y.dtype == np.int64 and np.array_equal(x, y)
+
+
+def test_ans_is_within_two_percent_of_the_entropy():
+    rng = np.random.default_rng(0)
+    x = np.clip(np.round(rng.laplace(128, 6, 200_000)), 0, 255).astype(np.int64)
+    params, blobs = sym.encode_symbols(x, ("ans",))
+    assert params["coder"] == "ans"
+    entropy = sym.empirical_entropy_bits(x)
+    assert 8 * len(blobs[1]) <= 1.02 * entropy
+    assert 8 * sum(map(len, blobs)) <= 1.02 * entropy  # model table included
+
+
+def test_encoder_keeps_the_smallest_coder():
+    x = np.repeat(np.arange(50), 400)  # long runs: zstd beats any memoryless model
+    best, blobs = sym.encode_symbols(x)
+    sizes = {c: sum(map(len, sym.encode_symbols(x, (c,))[1])) for c in sym.CODERS}
+    assert sum(map(len, blobs)) == min(sizes.values())
+    assert best["coder"] in ("zstd", "lzma")
+
+
+# --- tensor codecs ---
+def roundtrip(x: torch.Tensor, spec: TensorSpec = LOSSLESS) -> tuple[torch.Tensor, object]:
+    node = encode_tensor(x, spec)
+    back = decode(parse(serialize(node), Budget(1 << 30)))
+    return back, node
+
+
+def test_lossless_float_is_bit_exact():
+    x = torch.randn(3, 50, 41, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0] = float("inf")
+    x[0, 0, 1] = -0.0
+    back, _ = roundtrip(x)
+    assert torch.equal(back.view(torch.int32), x.view(torch.int32))
+
+
+def test_lossless_finds_sparsity_and_palettes():
+    g = torch.Generator().manual_seed(0)
+    sparse = torch.randn(200, 100, generator=g) * (torch.rand(200, 100, generator=g) < 0.1)
+    back, node = roundtrip(sparse)
+    assert torch.equal(back, sparse) and node.codec == "sparse"
+    assert node.nbytes() < 0.25 * sparse.numel() * 4
+    palette = torch.randint(0, 16, (5000,), generator=g).float() * 0.37
+    back, node = roundtrip(palette)
+    assert torch.equal(back, palette) and node.codec == "vq"
+    assert node.nbytes() < palette.numel() * 4 / 6  # ~4-bit indices instead of 32-bit floats
+
+
+def test_exact_codebook_of_feature_vectors():
+    g = torch.Generator().manual_seed(0)
+    book = torch.randn(32, 12, generator=g)
+    idx = torch.randint(0, 32, (4000,), generator=g)
+    grid = book[idx].T.reshape(1, 12, 40, 100).contiguous()  # features along axis 1
+    back, node = roundtrip(grid, TensorSpec(vector_axis=1))
+    assert torch.equal(back, grid) and node.codec == "vq" and node.params["axis"] == 1
+    assert node.nbytes() < grid.numel() * 4 / 40
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8, 12])
+@pytest.mark.parametrize("axis", [None, 1])
+def test_quant_decodes_to_exactly_the_quantized_values(bits, axis):
+    x = torch.randn(4, 6, 300, generator=torch.Generator().manual_seed(bits))
+    back, node = roundtrip(x, TensorSpec(mode="quant", bits=bits, axis=axis, sparse=False))
+    assert torch.equal(back, fake_quantize(x, bits, axis))
+    lo, hi = x.min(), x.max()
+    assert float((back - x).abs().max()) <= float(hi - lo) / ((1 << bits) - 1) / 2 + 1e-6
+    assert node.nbytes() <= x.numel() * bits / 8 + 400  # never worse than plain packing
+
+
+def test_half_and_lowrank():
+    x = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
+    back, _ = roundtrip(x, TensorSpec(mode="half"))
+    assert torch.equal(back, x.half().float())
+    low = x[:, :5] @ torch.randn(5, 48, generator=torch.Generator().manual_seed(1))
+    back, node = roundtrip(low, TensorSpec(mode="lowrank", rank=5))
+    assert node.codec == "lowrank" and torch.allclose(back, low, atol=1e-4)
+    assert node.nbytes() < low.numel() * 4 / 4
+
+
+def test_quantized_zeros_stay_exact():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(100, 100, generator=g) * (torch.rand(100, 100, generator=g) < 0.3) + 0.7
+    x[x == 0.7] = 0.0  # 70 % exact zeros in a tensor whose values are mostly far from zero
+    for axis in (None, 0):
+        back, node = roundtrip(x, TensorSpec(mode="quant", bits=4, axis=axis))
+        assert bool((back[x == 0] == 0).all())
+        assert torch.equal(back, fake_quantize(x, 4, axis))
+    # Given a per-tensor grid (what the quant pass records), the sparse form may be chosen
+    # and decodes to the same grid values.
+    from nerfzip.codec.tensors import quant_grid
+
+    grid = quant_grid(x, 8, None)
+    back, node = roundtrip(x, TensorSpec(mode="quant", bits=8, grid=grid))
+    assert torch.equal(back, fake_quantize(x, 8, None, grid))
+
+
+# --- whole files ---
+@pytest.mark.parametrize("make", [tiny_tensorf, lambda: tiny_tensorf(1, "cp"), tiny_mlp])
+def test_lossless_file_renders_identically(tmp_path, make):
+    model = make()
+    nrz.save(model, tmp_path / "m.nrz")
+    back = nrz.load(tmp_path / "m.nrz")
+    a, b = model.field.named_tensors(), back.field.named_tensors()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if model.occupancy is not None:
+        assert torch.equal(back.occupancy.occupied, model.occupancy.occupied)
+    r = rays()
+    assert torch.equal(model.render_rays(r), back.render_rays(r))
+    assert back.meta["decode"]["file_bytes"] == (tmp_path / "m.nrz").stat().st_size
+
+
+def test_quantized_file_renders_like_the_quantized_field(tmp_path):
+    model = tiny_tensorf()
+    options = nrz.SaveOptions(mode="quant", bits=6, min_lossy_elements=64)
+    nrz.save(model, tmp_path / "q.nrz", options)
+    back = nrz.load(tmp_path / "q.nrz")
+    expected = tiny_tensorf()
+    with torch.no_grad():
+        for name, x in expected.field.named_tensors().items():
+            spec = options.spec_for(name, x)
+            if spec.mode == "quant":
+                dict(expected.field.named_parameters())[name].copy_(
+                    fake_quantize(x, spec.bits, spec.axis))
+    r = rays()
+    assert torch.equal(expected.render_rays(r), back.render_rays(r))
+
+
+def test_lossless_file_is_no_larger_than_safetensors(tmp_path):
+    model = tiny_tensorf()
+    save_model(model, tmp_path / "model.safetensors")
+    report = nrz.save(model, tmp_path / "m.nrz")
+    assert report.bytes <= (tmp_path / "model.safetensors").stat().st_size
+
+
+def test_pipeline_and_scene_space_are_recorded(tmp_path):
+    model = tiny_tensorf()
+    model.meta["pipeline"] = [{"step": "quant", "args": {"bits": 8}}]
+    nrz.save(model, tmp_path / "m.nrz")
+    info = nrz.info(tmp_path / "m.nrz")
+    assert info["header"]["pipeline"] == model.meta["pipeline"]
+    assert info["header"]["space"]["name"] == "tiny"
+    assert sum(r["bytes"] for r in info["sections"]) < info["bytes"]
+    assert {r["name"] for r in info["sections"]} >= {"occupancy.occupied",
+                                                     "field.decoder.layers.0.weight"}
+    assert nrz.load(tmp_path / "m.nrz").meta["pipeline"] == model.meta["pipeline"]
+
+
+# --- golden files ---
+def golden_model() -> RadianceModel:
+    model = structured(tiny_tensorf())
+    model.field.load_tensors(load_file(GOLDEN / "tiny_vm_input.safetensors"))
+    return model
+
+
+def write_golden() -> None:
+    GOLDEN.mkdir(exist_ok=True)
+    model = structured(tiny_tensorf())
+    save_file({k: v.contiguous() for k, v in model.field.named_tensors().items()},
+              GOLDEN / "tiny_vm_input.safetensors")
+    nrz.save(golden_model(), GOLDEN / "tiny_vm_1.0.nrz", GOLDEN_OPTIONS)
+
+
+def test_golden_file_decodes_to_the_expected_values():
+    back = nrz.load(GOLDEN / "tiny_vm_1.0.nrz")
+    inputs = load_file(GOLDEN / "tiny_vm_input.safetensors")
+    got = back.field.named_tensors()
+    for name, x in inputs.items():
+        assert torch.equal(got[name], expected_decoded(name, x)), name
+    codecs = {r["name"]: r["codec"] for r in nrz.info(GOLDEN / "tiny_vm_1.0.nrz")["sections"]}
+    assert codecs["field.density_grids.planes.0"].startswith("quant 4b")
+    assert codecs["field.decoder.layers.0.weight"].startswith("sparse")
+    assert codecs["field.app_grids.planes.2"].startswith("codebook")
+
+
+def test_encoder_still_writes_the_golden_bytes(tmp_path, monkeypatch):
+    import nerfzip
+
+    monkeypatch.setattr(nerfzip, "__version__", "0.1.0")
+    nrz.save(golden_model(), tmp_path / "g.nrz", GOLDEN_OPTIONS)
+    assert (tmp_path / "g.nrz").read_bytes() == (GOLDEN / "tiny_vm_1.0.nrz").read_bytes()
+
+
+# --- bad and hostile files ---
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("nrz") / "good.nrz"
+    nrz.save(structured(tiny_tensorf()), path, nrz.SaveOptions(mode="quant", bits=8,
+                                                                min_lossy_elements=64))
+    return path.read_bytes()
+
+
+def load_bytes(tmp_path: Path, data: bytes) -> RadianceModel:
+    path = tmp_path / "bad.nrz"
+    path.write_bytes(data)
+    return nrz.load(path)
+
+
+def rechecksum(data: bytearray) -> bytes:
+    """Recompute every checksum of a file whose layout is intact (to reach the decoders)."""
+    view = memoryview(data)
+    hlen = struct.unpack_from("<I", data, 16)[0]
+    hend = 20 + hlen
+    struct.pack_into("<I", data, hend, zlib.crc32(view[:hend]))
+    pos = hend + 4
+    count = struct.unpack_from("<I", data, pos)[0]
+    table = pos
+    pos += 4
+    for _ in range(count):
+        n = struct.unpack_from("<H", data, pos)[0]
+        pos += 2 + n + 2
+        offset, length = struct.unpack_from("<QQ", data, pos)
+        pos += 16
+        struct.pack_into("<I", data, pos, zlib.crc32(view[offset:offset + length]))
+        pos += 4
+    struct.pack_into("<I", data, pos, zlib.crc32(view[table:pos]))
+    end = len(data) - 12
+    struct.pack_into("<I", data, end, zlib.crc32(view[:end]))
+    return bytes(data)
+
+
+def section_span(data: bytes, name: str) -> tuple[int, int]:
+    for s in nrz.parse_nrz(data, Path("x")).sections:
+        if s.name == name:
+            payload = nrz.parse_nrz(data, Path("x")).payloads[name]
+            offset = data.find(bytes(payload))
+            return offset, len(payload)
+    raise KeyError(name)
+
+
+def test_rechecksum_helper_is_faithful(good_file):
+    assert rechecksum(bytearray(good_file)) == good_file
+
+
+@pytest.mark.parametrize("cut", [0, 5, 12, 30, 200, -400, -13, -1])
+def test_truncated_file(tmp_path, good_file, cut):
+    with pytest.raises(NerfzipError):
+        load_bytes(tmp_path, good_file[:cut])
+
+
+def test_truncation_names_the_section(tmp_path, good_file):
+    with pytest.raises(NerfzipError, match="section 'occupancy.occupied'.*past the end"):
+        load_bytes(tmp_path, good_file[:-20])
+
+
+def test_every_flipped_byte_is_caught(tmp_path, good_file):
+    for pos in range(0, len(good_file), max(1, len(good_file) // 400)):
+        data = bytearray(good_file)
+        data[pos] ^= 0x10
+        with pytest.raises(NerfzipError):
+            load_bytes(tmp_path, bytes(data))
+
+
+def test_flipped_payload_byte_names_its_section(tmp_path, good_file):
+    offset, length = section_span(good_file, "field.basis.weight")
+    data = bytearray(good_file)
+    data[offset + length // 2] ^= 1
+    with pytest.raises(NerfzipError, match="section 'field.basis.weight': checksum"):
+        load_bytes(tmp_path, bytes(data))
+
+
+def test_wrong_magic_and_newer_version(tmp_path, good_file):
+    with pytest.raises(NerfzipError, match="not a .nrz file"):
+        load_bytes(tmp_path, b"PK\x03\x04" + good_file[4:])
+    newer = bytearray(good_file)
+    struct.pack_into("<H", newer, 8, nrz.MAJOR + 1)
+    with pytest.raises(NerfzipError, match="newer than this nerfzip reads"):
+        load_bytes(tmp_path, rechecksum(newer))
+
+
+def crafted(good_file: bytes, name: str, payload: bytes) -> bytes:
+    """``good_file`` with section ``name`` replaced by ``payload`` (same length, padded)."""
+    offset, length = section_span(good_file, name)
+    assert len(payload) <= length
+    data = bytearray(good_file)
+    data[offset:offset + length] = payload.ljust(length, b"\0")
+    return rechecksum(data)
+
+
+def test_unknown_codec_id(tmp_path, good_file):
+    offset, length = section_span(good_file, "field.basis.weight")
+    data = bytearray(good_file)
+    struct.pack_into("<H", data, offset, 999)
+    with pytest.raises(NerfzipError, match="section 'field.basis.weight': unknown codec id 999"):
+        load_bytes(tmp_path, rechecksum(data))
+
+
+def test_huge_declared_shape_is_refused_without_allocating(tmp_path, good_file):
+    payload = struct.pack("<HBBQQ", 1, 1, 2, 1 << 20, 1 << 20) + struct.pack("<I", 2) + b"{}" \
+        + b"\0\0"
+    data = crafted(good_file, "field.decoder.layers.0.weight", payload)
+    with pytest.raises(NerfzipError, match="decoder.layers.0.weight.*plausibly hold"):
+        load_bytes(tmp_path, data)
+
+
+def test_section_length_past_the_end(tmp_path, good_file):
+    data = bytearray(good_file)
+    # The first table entry's length field: magic(8) + 8 + header + crc + count + name ...
+    hlen = struct.unpack_from("<I", data, 16)[0]
+    pos = 20 + hlen + 4 + 4
+    n = struct.unpack_from("<H", data, pos)[0]
+    name = bytes(data[pos + 2:pos + 2 + n]).decode()
+    struct.pack_into("<Q", data, pos + 2 + n + 2 + 8, 1 << 40)
+    with pytest.raises(NerfzipError, match=f"section '{name}': extends past the end"):
+        load_bytes(tmp_path, rechecksum(data))
+
+
+def test_cli_info_and_bad_file_errors(tmp_path, good_file):
+    (tmp_path / "good.nrz").write_bytes(good_file)
+    (tmp_path / "bad.nrz").write_bytes(good_file[:-30])
+    cmd = [sys.executable, "-m", "nerfzip.cli.main"]
+    ok = subprocess.run(cmd + ["info", str(tmp_path / "good.nrz")], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "field.basis.weight" in ok.stdout and "quant 8b" in ok.stdout
+    bad = subprocess.run(cmd + ["info", str(tmp_path / "bad.nrz")], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "bad.nrz" in bad.stderr
+
+
+# --- fuzzing ---
+FUZZ = settings(max_examples=1500, deadline=None, derandomize=True,
+                suppress_health_check=list(HealthCheck))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mutated_files(tmp_path_factory, good_file, data):
+    """Flips, overwrites, insertions, deletions and truncations anywhere: one-line error or a
+    valid model, never anything else."""
+    buf = bytearray(good_file)
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        pos = data.draw(st.integers(0, max(0, len(buf) - 1)))
+        if kind == "flip" and buf:
+            buf[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and buf:
+            buf[pos] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+        elif kind == "delete":
+            del buf[pos:pos + data.draw(st.integers(1, 16))]
+        else:
+            del buf[pos:]
+    try:
+        nrz.parse_nrz(bytes(buf), Path("fuzz.nrz"))
+    except NerfzipError:
+        return
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_payloads_behind_valid_checksums(good_file, data):
+    """Mutations inside section payloads with every checksum made valid again, so that the
+    codec parsers and decoders themselves meet hostile bytes."""
+    buf = bytearray(good_file)
+    parsed = nrz.parse_nrz(good_file, Path("x"))
+    name = data.draw(st.sampled_from([s.name for s in parsed.sections]))
+    offset, length = section_span(good_file, name)
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = offset + data.draw(st.integers(0, length - 1))
+        buf[pos] = data.draw(st.integers(0, 255))
+    mutated = rechecksum(buf)
+    try:
+        f = nrz.parse_nrz(mutated, Path("fuzz.nrz"))
+        nrz.model_from_nrz(f, nrz.decode_sections(f))
+    except NerfzipError as e:
+        assert "\n" not in str(e)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(payload=st.binary(max_size=200))
+def test_fuzz_random_node_bytes(payload):
+    try:
+        decode(parse(payload, Budget(1 << 16)))
+    except FormatError:
+        pass
+
+
+if __name__ == "__main__":
+    write_golden()
+    print(f"wrote golden files to {GOLDEN}")

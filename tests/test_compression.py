@@ -1,0 +1,193 @@
+"""Compression passes on a field trained on the procedural scene: each shrinks the file by the
+expected amount, keeps quality within a stated bound, keeps its constraints through
+fine-tuning, never mutates its input, and the file decodes to exactly the compressed field.
+Pipelines parse, and bad specs are rejected naming the step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nerfzip.codec import nrz
+from nerfzip.compression.finetune import finetune
+from nerfzip.compression.pipeline import load_pipeline_yaml, parse_pipeline, run_pipeline
+from nerfzip.compression.prune import prune
+from nerfzip.compression.quantize import quantize
+from nerfzip.compression.state import Codebook, Mask, QuantGrid, constrained
+from nerfzip.compression.vq import kmeans, vector_quantize
+from nerfzip.data.procedural import load_procedural
+from nerfzip.errors import NerfzipError
+from nerfzip.evaluation.evaluate import evaluate
+from nerfzip.training.config import defaults_for
+from nerfzip.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return load_procedural()
+
+
+@pytest.fixture(scope="module")
+def trained(scene, tmp_path_factory):
+    cfg = replace(defaults_for("procedural", "tensorf-vm"), iters=300)
+    return train(scene, cfg, tmp_path_factory.mktemp("run"), quiet=True)
+
+
+def psnr(model, scene) -> float:
+    return evaluate(model, scene, "test", quiet=True)["mean"]["psnr"]
+
+
+def file_bytes(model, tmp_path, options=None) -> int:
+    return nrz.save(model, tmp_path / "m.nrz", options).bytes
+
+
+def tensors_of(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.field.named_tensors().items()}
+
+
+def assert_file_decodes_to(c, tmp_path):
+    nrz.save(c.model, tmp_path / "c.nrz", c.save_options())
+    back = nrz.load(tmp_path / "c.nrz").field.named_tensors()
+    for name, x in c.model.field.named_tensors().items():
+        assert torch.equal(back[name], x), name
+
+
+def test_magnitude_pruning_is_stored_sparsely(trained, tmp_path):
+    before = tensors_of(trained)
+    c, report = prune(trained, 0.5)
+    assert abs(report["sparsity"] - 0.5) < 0.01
+    assert all(torch.equal(before[k], v) for k, v in trained.field.named_tensors().items())
+    dense = file_bytes(trained, tmp_path)
+    sparse = file_bytes(c.model, tmp_path, c.save_options())
+    assert sparse < 0.7 * dense
+    assert_file_decodes_to(c, tmp_path)
+
+
+def test_eight_bit_quantization_is_four_times_smaller(trained, scene, tmp_path):
+    c, report = quantize(trained, 8)
+    assert report["quantized_values"] > 0.9 * trained.field.num_parameters()
+    quantized = {k for k, cons in c.constraints.items() if any(isinstance(q, QuantGrid)
+                                                               for q in cons)}
+    nrz.save(c.model, tmp_path / "q.nrz", c.save_options())
+    rows = {r["name"][len("field."):]: r for r in nrz.info(tmp_path / "q.nrz")["sections"]
+            if r["name"].startswith("field.")}
+    coded = sum(rows[k]["bytes"] for k in quantized)
+    raw = sum(4 * trained.field.named_tensors()[k].numel() for k in quantized)
+    assert raw / coded >= 4.0
+    assert psnr(c.model, scene) > psnr(trained, scene) - 0.3
+    assert_file_decodes_to(c, tmp_path)
+
+
+def test_finetune_keeps_masks_codebooks_and_grids(trained, scene, tmp_path):
+    c, _ = prune(trained, method="occupancy")
+    c, _ = vector_quantize(c, codebook_size=64, keep=0.02, scene=scene, n_rays=4096, iters=3)
+    c, _ = quantize(c, 8)
+    before = {k: [q for q in v] for k, v in c.constraints.items()}
+    tuned, report = finetune(c, scene, steps=30, batch_size=512)
+    for name, cons in tuned.constraints.items():
+        x = tuned.model.field.named_tensors()[name]
+        assert torch.equal(constrained(x, cons), x), name  # on its grid / codebook / mask
+        for old, new in zip(before[name], cons):
+            assert type(old) is type(new)
+            if isinstance(old, Mask):
+                assert torch.equal(old.keep, new.keep)
+                assert torch.equal(x[~new.keep], torch.zeros_like(x[~new.keep]))
+            if isinstance(old, Codebook):
+                assert torch.equal(old.indices, new.indices)
+            if isinstance(old, QuantGrid):
+                assert torch.equal(old.scale, new.scale)
+    books = [q for cons in tuned.constraints.values() for q in cons if isinstance(q, Codebook)]
+    old_books = [q for cons in before.values() for q in cons if isinstance(q, Codebook)]
+    assert books and any(not torch.equal(a.codebook, b.codebook)
+                         for a, b in zip(books, old_books))  # the codebook did train
+    assert report["train_psnr_last"] > 15
+    assert_file_decodes_to(tuned, tmp_path)
+
+
+def test_pruning_and_finetune_keep_quality(trained, scene):
+    base = psnr(trained, scene)
+    c, _ = prune(trained, 0.5)
+    c, _ = finetune(c, scene, steps=60, batch_size=1024)
+    assert psnr(c.model, scene) > base - 1.0
+
+
+def test_component_pruning_shrinks_the_field(trained, scene):
+    c, report = prune(trained, 0.5, method="components")
+    f = c.model.field
+    assert f.config.density_components == report["density_components"] < \
+        trained.field.config.density_components
+    assert report["parameters_after"] < 0.6 * report["parameters_before"]
+    assert f.basis.weight.shape[1] == f.app_grids.num_components
+    tuned, _ = finetune(c, scene, steps=100, batch_size=1024)
+    assert psnr(tuned.model, scene) > psnr(trained, scene) - 3.0
+
+
+def test_kmeans_recovers_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(8, 4, generator=g) * 10
+    x = centres.repeat(50, 1) + 0.01 * torch.randn(400, 4, generator=g)
+    found, assign = kmeans(x, torch.ones(400), 8, iters=10, generator=g)
+    assert torch.cdist(found, centres).min(dim=0).values.max() < 0.1
+    assert len(set(assign.tolist())) == 8
+
+
+def test_pipeline_text_and_yaml(tmp_path):
+    steps = parse_pipeline("prune(0.6) finetune(1000) vq(4096) quant(8, per_channel=false)")
+    assert [s.name for s in steps] == ["prune", "finetune", "vq", "quant"]
+    assert steps[0].args == [0.6] and steps[3].kwargs == {"per_channel": False}
+    yml = tmp_path / "p.yaml"
+    yml.write_text("pipeline:\n  - prune: {ratio: 0.6}\n  - 'quant(8)'\n")
+    assert [str(s) for s in load_pipeline_yaml(yml)] == ["prune(ratio=0.6)", "quant(8)"]
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("quant(8) zip(3)", "step 2 (zip(3)): unknown pass 'zip'"),
+    ("quant(bits=eight)", "bits must be a int"),
+    ("quant(8, 9, 10, 11, 12)", "at most 4 positional"),
+    ("prune(0.5, colour=red)", "unknown argument 'colour'"),
+    ("quant(8", "cannot read"),
+    ("quant(bits=8, 9)", "positional argument after a keyword"),
+    ("", "empty"),
+])
+def test_bad_pipeline_specs(spec, fragment):
+    with pytest.raises(NerfzipError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        parse_pipeline(spec)
+
+
+def test_pipeline_runs_and_is_recorded(trained, scene, tmp_path):
+    c = run_pipeline(trained, parse_pipeline("prune(0.3) quant(8)"), scene)
+    assert [h["step"] for h in c.history] == ["prune", "quant"]
+    nrz.save(c.model, tmp_path / "p.nrz", c.save_options())
+    header = nrz.info(tmp_path / "p.nrz")["header"]
+    assert [h["step"] for h in header["pipeline"]] == ["prune", "quant"]
+    assert "pipeline" not in trained.meta or trained.meta["pipeline"] == []
+
+
+def test_cli_compress_rejects_a_bad_spec_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nerfzip.cli.main", "compress", "nowhere",
+                           "-o", str(tmp_path / "x.nrz"), "--pipeline", "quant(8) frobnicate"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "frobnicate" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.nrz").exists()
+
+
+def test_cli_compress_writes_a_file_with_its_pipeline(trained, tmp_path):
+    from nerfzip.training.checkpoint import save_model
+
+    save_model(trained, tmp_path / "run" / "model.safetensors")
+    out = tmp_path / "c.nrz"
+    proc = subprocess.run([sys.executable, "-m", "nerfzip.cli.main", "compress",
+                           str(tmp_path / "run"), "-o", str(out), "--pipeline", "quant(6)",
+                           "--data", "procedural", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(subprocess.run([sys.executable, "-m", "nerfzip.cli.main", "info",
+                                      str(out), "--json"], capture_output=True,
+                                     text=True).stdout)
+    assert info["header"]["pipeline"][0]["step"] == "quant"
+    assert any("quant 6b" in r["codec"] for r in info["sections"])
