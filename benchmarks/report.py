@@ -60,6 +60,26 @@ def codec_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def compress_table(records: list[dict]) -> list[str]:
+    rows = ["| model | pipeline | file | smaller than float32 | PSNR | PSNR loss | SSIM | decode | "
+            "render time vs float32 | compress time | commit | command |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        b = r["baseline"]
+        rows.append(f"| {r['name']} | (float32, {r['parameters']:,} parameters) | "
+                    f"{r['float32_bytes'] / 1e6:.2f} MB | 1x | {b['psnr']:.2f} | — | "
+                    f"{b['ssim']:.4f} | — | 1.00 ({b['render_seconds']:.2f} s) | — | "
+                    f"{r['machine']['commit']} | |")
+        for x in r["rows"]:
+            rows.append(
+                f"| {r['name']} | `{x['steps']}` | {x['bytes'] / 1e6:.3f} MB | "
+                f"{x['ratio']:.1f}x | {x['psnr']:.2f} | {x['psnr_loss']:.2f} dB | "
+                f"{x['ssim']:.4f} | {x['decode_seconds']:.2f} s | {x['render_ratio']:.2f} | "
+                f"{x['compress_seconds']:.0f} s | {r['machine']['commit']} | "
+                f"`{x['command']}` |")
+    return rows
+
+
 def vs_render(psnr: float) -> str:
     """PSNR of a decoded model's renders against the float32 model's (inf: identical)."""
     return "identical" if psnr == float("inf") or psnr > 200 else f"{psnr:.1f} dB"
@@ -85,6 +105,7 @@ def main() -> None:
     train = [r for r in records if r.get("benchmark") == "train"]
     imported = [r for r in records if r.get("benchmark") == "imported"]
     codec = [r for r in records if r.get("benchmark") == "codec"]
+    compress = [r for r in records if r.get("benchmark") == "compress"]
     machine = (train or imported)[0]["machine"] if records else {}
     lines = [START, "", f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
              f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.", "",
@@ -93,7 +114,9 @@ def main() -> None:
              "### The .nrz codec (precision only, no compression passes)", "",
              *codec_table(codec), "", "Entropy coding of symbol arrays of at least 10^5 "
              "symbols (ratios of coded bits to the empirical entropy of the symbols):", "",
-             *entropy_table(codec), "", END]
+             *entropy_table(codec), "",
+             "### Compression pipelines (test PSNR on every 25th lego test view)", "",
+             *compress_table(compress), "", END]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]

@@ -88,7 +88,7 @@ def test_finetune_keeps_masks_codebooks_and_grids(trained, scene, tmp_path):
     c, _ = vector_quantize(c, codebook_size=64, keep=0.02, scene=scene, n_rays=4096, iters=3)
     c, _ = quantize(c, 8)
     before = {k: [q for q in v] for k, v in c.constraints.items()}
-    tuned, report = finetune(c, scene, steps=30, batch_size=512)
+    tuned, report = finetune(c, steps=30, batch_size=512, scene=scene)
     for name, cons in tuned.constraints.items():
         x = tuned.model.field.named_tensors()[name]
         assert torch.equal(constrained(x, cons), x), name  # on its grid / codebook / mask
@@ -109,10 +109,16 @@ def test_finetune_keeps_masks_codebooks_and_grids(trained, scene, tmp_path):
     assert_file_decodes_to(tuned, tmp_path)
 
 
+def test_occupancy_pruning_removes_only_unseen_entries(trained, scene):
+    c, report = prune(trained, method="occupancy")
+    assert report["sparsity"] > 0.05
+    assert psnr(c.model, scene) > psnr(trained, scene) - 0.3
+
+
 def test_pruning_and_finetune_keep_quality(trained, scene):
     base = psnr(trained, scene)
     c, _ = prune(trained, 0.5)
-    c, _ = finetune(c, scene, steps=60, batch_size=1024)
+    c, _ = finetune(c, steps=60, batch_size=1024, scene=scene)
     assert psnr(c.model, scene) > base - 1.0
 
 
@@ -123,7 +129,7 @@ def test_component_pruning_shrinks_the_field(trained, scene):
         trained.field.config.density_components
     assert report["parameters_after"] < 0.6 * report["parameters_before"]
     assert f.basis.weight.shape[1] == f.app_grids.num_components
-    tuned, _ = finetune(c, scene, steps=100, batch_size=1024)
+    tuned, _ = finetune(c, steps=100, batch_size=1024, scene=scene)
     assert psnr(tuned.model, scene) > psnr(trained, scene) - 3.0
 
 
@@ -160,11 +166,11 @@ def test_bad_pipeline_specs(spec, fragment):
 
 
 def test_pipeline_runs_and_is_recorded(trained, scene, tmp_path):
-    c = run_pipeline(trained, parse_pipeline("prune(0.3) quant(8)"), scene)
-    assert [h["step"] for h in c.history] == ["prune", "quant"]
+    c = run_pipeline(trained, parse_pipeline("prune(0.3) quant(8) finetune(5, 256)"), scene)
+    assert [h["step"] for h in c.history] == ["prune", "quant", "finetune"]
     nrz.save(c.model, tmp_path / "p.nrz", c.save_options())
     header = nrz.info(tmp_path / "p.nrz")["header"]
-    assert [h["step"] for h in header["pipeline"]] == ["prune", "quant"]
+    assert [h["step"] for h in header["pipeline"]] == ["prune", "quant", "finetune"]
     assert "pipeline" not in trained.meta or trained.meta["pipeline"] == []
 
 
@@ -191,3 +197,67 @@ def test_cli_compress_writes_a_file_with_its_pipeline(trained, tmp_path):
                                      text=True).stdout)
     assert info["header"]["pipeline"][0]["step"] == "quant"
     assert any("quant 6b" in r["codec"] for r in info["sections"])
+
+
+def small_mlp():
+    from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
+    from nerfzip.rendering.model import RadianceModel, SceneSpace
+    from nerfzip.rendering.renderer import RenderConfig
+
+    cfg = MLPNeRFConfig(pos_freqs=4, dir_freqs=2, hidden=64, depth=4, skips=(2,), dir_hidden=32)
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    return RadianceModel(MLPNeRF(cfg, aabb, seed=3), RenderConfig(sampler="hierarchical"),
+                         SceneSpace([1.0, 1.0, 1.0], 2.0, 6.0))
+
+
+def mlp_outputs(model):
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.rand(500, 3, generator=g) * 2 - 1, torch.randn(500, 3, generator=g)
+    d = d / d.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        return model.field(x, d)
+
+
+def test_low_rank_at_full_energy_is_exact_and_round_trips(tmp_path):
+    from nerfzip.compression.low_rank import low_rank
+
+    model = small_mlp()
+    with torch.no_grad():  # make the trunk truly rank 8, so rank 8 loses nothing
+        for layer in model.field.fine.layers[1:]:
+            u, s, vh = torch.linalg.svd(layer.weight, full_matrices=False)
+            layer.weight.copy_(u[:, :8] * s[:8] @ vh[:8])
+    c, report = low_rank(model, energy=0.99999, include="fine.layers")
+    assert {v["rank"] for v in report["layers"].values()} == {8}
+    assert report["weights_after"] < 0.5 * report["weights_before"]
+    (s0, c0), (s1, c1) = mlp_outputs(model), mlp_outputs(c.model)
+    assert torch.allclose(s0, s1, atol=1e-4) and torch.allclose(c0, c1, atol=1e-5)
+    nrz.save(c.model, tmp_path / "lr.nrz")
+    back = nrz.load(tmp_path / "lr.nrz")
+    assert back.field.low_rank == c.model.field.low_rank
+    assert all(torch.equal(back.field.named_tensors()[k], v)
+               for k, v in c.model.field.named_tensors().items())
+
+
+def test_neuron_pruning_shrinks_every_trunk_layer(tmp_path):
+    model = small_mlp()
+    same, _ = prune(model, 0.0, method="neurons")
+    for a, b in zip(mlp_outputs(model), mlp_outputs(same.model)):
+        assert torch.equal(a, b)
+    c, report = prune(model, 0.5, method="neurons")
+    assert report["widths_after"] == [32, 32, 32, 32]
+    assert report["parameters_after"] < 0.45 * report["parameters_before"]
+    assert [layer.weight.shape[0] for layer in c.model.field.fine.layers] == [32] * 4
+    nrz.save(c.model, tmp_path / "n.nrz")
+    back = nrz.load(tmp_path / "n.nrz")
+    for a, b in zip(mlp_outputs(c.model), mlp_outputs(back)):
+        assert torch.equal(a, b)
+
+
+def test_neuron_pruning_keeps_the_strong_neurons():
+    from nerfzip.compression.prune import neuron_keep
+
+    model = small_mlp()
+    with torch.no_grad():  # silence half of layer 1's neurons: they must be the ones removed
+        model.field.fine.layers[1].weight[1::2] = 0.0
+    keep = neuron_keep(model.field.fine, 0.5)
+    assert torch.equal(keep[1], torch.arange(0, 64, 2))

@@ -57,9 +57,10 @@ def param_groups(c: Compressed, lr_grid: float, lr_net: float) -> list[dict[str,
     return groups + [{"params": net, "lr": lr_net}] if net else groups
 
 
-def finetune(model: RadianceModel | Compressed, scene: Scene | None, steps: int = 1000,
-             batch_size: int = 4096, lr_grid: float = 2e-3, lr_net: float = 1e-4,
-             seed: int = 0, quiet: bool = True) -> tuple[Compressed, dict[str, Any]]:
+def finetune(model: RadianceModel | Compressed, steps: int = 1000, batch_size: int = 4096,
+             lr_grid: float = 2e-3, lr_net: float = 1e-4, seed: int = 0, *,
+             scene: Scene | None = None, quiet: bool = True
+             ) -> tuple[Compressed, dict[str, Any]]:
     """``steps`` of Adam on random training rays of ``scene``, constraints kept."""
     if scene is None:
         raise NerfzipError("finetune needs the scene's training views (pass --data)")

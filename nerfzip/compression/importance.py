@@ -58,7 +58,7 @@ def importance_from_points(field: TensoRF, points: Tensor, weights: Tensor,
     splat(field.app_grids, x, weights, out, "app_grids")
 
 
-def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 18,
+def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 20,
                     chunk: int = 8192, seed: int = 0, quiet: bool = True) -> dict[str, Tensor]:
     """Importance maps (name -> [1, 1, ...] like one channel of the factor) from ``n_rays``
     random training rays."""
@@ -83,22 +83,33 @@ def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 18,
     return out
 
 
-def occupancy_importance(model: RadianceModel) -> dict[str, Tensor]:
-    """Importance from the occupancy grid alone: each occupied cell centre weighs 1."""
+def occupancy_importance(model: RadianceModel, chunk: int = 1 << 20) -> dict[str, Tensor]:
+    """Importance from the occupancy grid alone: every point of a lattice at the field's voxel
+    spacing that falls in an occupied cell weighs 1 (so every texel an occupied cell covers
+    is reached, however much finer the field's grid is than the occupancy grid)."""
     field = require_tensorf(model, "occupancy pruning")
     if model.occupancy is None:
         raise NerfzipError("the model has no occupancy grid to prune by")
-    occ = model.occupancy
-    pts = occ.cell_centers()[occ.occupied.view(-1)]
+    lo, hi = field.aabb[0], field.aabb[1]
+    res = field.config.resolution
+    axes = [torch.linspace(float(lo[a]), float(hi[a]), res[a], device=lo.device)
+            for a in range(3)]
+    lattice = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).view(-1, 3)
     out: dict[str, Tensor] = {}
-    with torch.enable_grad():
-        importance_from_points(field, pts, torch.ones(pts.shape[0], device=pts.device), out)
+    for i in range(0, lattice.shape[0], chunk):
+        pts = lattice[i:i + chunk]
+        pts = pts[model.occupancy.query(pts)]
+        if pts.shape[0]:
+            with torch.enable_grad():
+                importance_from_points(field, pts, torch.ones(pts.shape[0],
+                                                              device=pts.device), out)
     return out
 
 
-def keep_by_importance(score: Tensor, keep_mass: float) -> Tensor:
+def keep_by_importance(score: Tensor, keep_mass: float, dilate: int = 1) -> Tensor:
     """The smallest set of entries holding ``keep_mass`` of the total importance (bool, same
-    shape); entries with zero importance are never kept."""
+    shape), grown by ``dilate`` entries on every side (interpolation reads the neighbours of
+    every kept entry; importance from a sample of rays is noisy)."""
     flat = score.reshape(-1)
     order = torch.argsort(flat, descending=True)
     cum = torch.cumsum(flat[order], 0)
@@ -108,7 +119,16 @@ def keep_by_importance(score: Tensor, keep_mass: float) -> Tensor:
         return keep.view(score.shape)
     n_keep = int(torch.searchsorted(cum, torch.tensor(keep_mass * total, dtype=cum.dtype))) + 1
     keep[order[:min(n_keep, flat.numel())]] = True
-    return (keep & (flat > 0)).view(score.shape)
+    keep = (keep & (flat > 0)).view(score.shape)
+    if dilate > 0:
+        k = 2 * dilate + 1
+        grown = keep.float().view(1, 1, *score.shape[-2:])
+        pad = (dilate, dilate) if score.shape[-1] > 1 else (0, 0)
+        kernel = (k, k) if score.shape[-1] > 1 else (k, 1)
+        grown = torch.nn.functional.max_pool2d(grown, kernel, stride=1,
+                                               padding=(dilate, pad[0]))
+        keep = grown.view(score.shape) > 0
+    return keep
 
 
 def expand_channels(mask: Tensor, like: Tensor) -> Tensor:

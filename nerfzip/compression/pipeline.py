@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from nerfzip.compression.finetune import finetune
+from nerfzip.compression.low_rank import low_rank
 from nerfzip.compression.prune import prune
 from nerfzip.compression.quantize import half, quantize
 from nerfzip.compression.state import Compressed
@@ -29,16 +30,17 @@ from nerfzip.rendering.model import RadianceModel
 
 PASSES: dict[str, Callable[..., tuple[Compressed, dict[str, Any]]]] = {
     "prune": prune, "quant": quantize, "half": half, "vq": vector_quantize,
-    "finetune": finetune,
+    "finetune": finetune, "low_rank": low_rank,
 }
 
 PRESETS = {
-    "high": "prune(method=occupancy) quant(8)",
-    "balanced": "prune(method=importance, keep_mass=0.9995) vq(4096, 0.01) quant(8) "
-                "finetune(600)",
-    "tiny": "prune(method=importance, keep_mass=0.998) vq(2048, 0.002) quant(6) "
-            "finetune(600)",
+    "high": "prune(method=occupancy) quant(6)",
+    "balanced": "prune(method=importance, keep_mass=0.998) vq(2048, 0.002) "
+                "quant(6, min_elements=1024) finetune(600)",
+    "tiny": "prune(method=importance, keep_mass=0.99) vq(1024, 0.001) "
+            "quant(5, min_elements=1024) finetune(600)",
 }
+"""Tuned on lego (benchmarks/RESULTS.md); ``balanced`` started from the first ``tiny``."""
 
 
 @dataclass

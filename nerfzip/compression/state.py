@@ -22,6 +22,12 @@ from nerfzip.codec.tensors import TensorSpec, dequantize, quantize
 from nerfzip.rendering.model import RadianceModel
 
 
+def straight_through(x: Tensor, rounded: Tensor) -> Tensor:
+    """``rounded``'s values with ``x``'s gradient. Written ``rounded + (x - x)`` rather than
+    ``x + (rounded - x)``: the latter can be one ulp off the grid, the former is exact."""
+    return rounded.detach() + (x - x.detach())
+
+
 @dataclass
 class Mask:
     """Entries where ``keep`` is False are exactly zero."""
@@ -45,7 +51,7 @@ class QuantGrid:
         """Nearest grid values, with a straight-through gradient (identity backward)."""
         q = dequantize(quantize(x, self.bits, self.axis, self.lo, self.scale), self.axis,
                        self.lo, self.scale).to(x.dtype)
-        return x + (q - x).detach()
+        return straight_through(x, q)
 
 
 @dataclass
@@ -53,7 +59,7 @@ class Half:
     """Values are float16 numbers (straight-through gradient)."""
 
     def project(self, x: Tensor) -> Tensor:
-        return x + (x.half().to(x.dtype) - x).detach()
+        return straight_through(x, x.half().to(x.dtype))
 
 
 @dataclass

@@ -72,8 +72,8 @@ def kmeans(x: Tensor, weights: Tensor, k: int, iters: int = 10,
 
 
 def vector_quantize(model: RadianceModel | Compressed, codebook_size: int = 4096,
-                    keep: float = 0.005, scene: Scene | None = None, n_rays: int = 1 << 18,
-                    iters: int = 10, include: str = "", seed: int = 0
+                    keep: float = 0.005, n_rays: int = 1 << 20, iters: int = 10,
+                    include: str = "", seed: int = 0, *, scene: Scene | None = None
                     ) -> tuple[Compressed, dict[str, Any]]:
     """Vector-quantize the feature planes (VM) or lines (CP) of a copy of a grid field."""
     c = Compressed.of(model)

@@ -18,6 +18,20 @@ from torch import Tensor, nn
 from nerfzip.errors import NerfzipError
 
 
+class LowRankLinear(nn.Module):
+    """A linear layer stored as two thinner ones: ``up(down(x))`` with ``down`` [rank, in]
+    (no bias) and ``up`` [out, rank] (the original bias)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.down(x))
+
+
 class Field(nn.Module):
     """A radiance field over a bounded domain ``aabb`` ([2, 3], field space)."""
 
@@ -27,6 +41,21 @@ class Field(nn.Module):
     def __init__(self, aabb: Tensor):
         super().__init__()
         self.register_buffer("aabb", aabb.detach().clone().float().reshape(2, 3))
+        self.low_rank: dict[str, int] = {}
+        """Linear layers replaced by ``LowRankLinear`` (module name -> rank)."""
+
+    def factorize_(self, name: str, rank: int) -> LowRankLinear:
+        """Replace linear layer ``name`` by an (untrained) ``LowRankLinear`` of ``rank``."""
+        parent_name, _, attr = name.rpartition(".")
+        parent = self.get_submodule(parent_name) if parent_name else self
+        old = parent.get_submodule(attr)
+        if not isinstance(old, nn.Linear):
+            raise NerfzipError(f"{name} is not a linear layer")
+        new = LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None)
+        new.to(old.weight.device)
+        setattr(parent, attr, new)
+        self.low_rank[name] = rank
+        return new
 
     def density(self, x: Tensor) -> Tensor:
         """Volume density sigma >= 0 at points ``x`` [N, 3] -> [N]."""
@@ -51,8 +80,11 @@ class Field(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         """The JSON-able configuration that, with ``named_tensors``, rebuilds the field."""
-        return {"family": self.family, "config": dataclasses.asdict(self.config),
-                "aabb": self.aabb.tolist()}
+        out = {"family": self.family, "config": dataclasses.asdict(self.config),
+               "aabb": self.aabb.tolist()}
+        if self.low_rank:
+            out["low_rank"] = dict(self.low_rank)
+        return out
 
     def regularization(self) -> Tensor:
         """The field's own regulariser for training (0 when it has none)."""
@@ -115,6 +147,14 @@ def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None
     cfg = cfg_cls(**{k: (tuple(v) if isinstance(v, list) else v)
                      for k, v in config["config"].items() if k in known})
     field = cls(cfg, torch.tensor(config["aabb"], dtype=torch.float32))
+    for name, rank in (config.get("low_rank") or {}).items():
+        if not isinstance(rank, int) or rank < 1:
+            raise NerfzipError(f"bad low-rank entry {name!r}: {rank!r}")
+        try:
+            field.factorize_(str(name), rank)
+        except AttributeError:
+            raise NerfzipError(f"low-rank layer {name!r} does not exist in "
+                               f"{config['family']}") from None
     if tensors is not None:
         field.load_tensors(tensors)
     return field

@@ -54,11 +54,18 @@ class MLPNeRFConfig:
     """Width of the view-direction layer (hidden // 2 in the paper)."""
     hierarchical: bool = True
     """Keep a coarse network of the same architecture for hierarchical sampling."""
+    widths: tuple[int, ...] = ()
+    """Output width of each trunk layer when they differ (structured pruning); empty: all
+    ``hidden``."""
     density_activation: str = "relu"
     """sigma = act(raw): "relu" (the paper), "softplus" or "trunc_exp" (from-scratch training)."""
 
     def __post_init__(self) -> None:
         self.skips = tuple(sorted({int(i) for i in self.skips}))
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.widths and (len(self.widths) != self.depth or min(self.widths) < 1):
+            raise NerfzipError(f"mlp-nerf: widths {self.widths} must give {self.depth} "
+                               "positive layer widths")
         if self.depth < 1 or self.hidden < 1 or self.dir_hidden < 1:
             raise NerfzipError(f"mlp-nerf: depth, hidden and dir_hidden must be >= 1 "
                                f"(got {self.depth}, {self.hidden}, {self.dir_hidden})")
@@ -112,11 +119,12 @@ class MLPNetwork(nn.Module):
         self.first_activation, self.feature_activation = c.first_activation, c.feature_activation
         self.sigma_act = DENSITY_ACTIVATIONS[c.density_activation]
         pos_dim, dir_dim = encoding_dim(3, c.pos_freqs), encoding_dim(3, c.dir_freqs)
+        w = c.widths or (c.hidden,) * c.depth
         self.layers = nn.ModuleList(
-            nn.Linear(pos_dim if i == 0 else c.hidden + (pos_dim if i in self.skips else 0),
-                      c.hidden) for i in range(c.depth))
-        self.alpha_head = nn.Linear(c.hidden, 1)
-        self.feature = nn.Linear(c.hidden, c.hidden)
+            nn.Linear(pos_dim if i == 0 else w[i - 1] + (pos_dim if i in self.skips else 0),
+                      w[i]) for i in range(c.depth))
+        self.alpha_head = nn.Linear(w[-1], 1)
+        self.feature = nn.Linear(w[-1], c.hidden)
         self.dir_layer = nn.Linear(c.hidden + dir_dim, c.dir_hidden)
         self.rgb_head = nn.Linear(c.dir_hidden, 3)
         # The paper's initialisation (Keras Dense): Glorot-uniform weights, zero biases.
@@ -129,28 +137,28 @@ class MLPNetwork(nn.Module):
         """Trunk features h [N, hidden] at positions ``x`` [N, 3]."""
         enc = positional_encoding(x, self.pos_freqs)
         layers = self.layers
-        h = F.linear(enc, layers[0].weight, layers[0].bias)
+        h = layers[0](enc)
         if self.first_activation:
             h = F.relu(h, inplace=True)
         for i in range(1, len(layers)):
             if i in self.skips:
                 h = torch.cat((h, enc), dim=-1)
-            h = F.relu(F.linear(h, layers[i].weight, layers[i].bias), inplace=True)
+            h = F.relu(layers[i](h), inplace=True)
         return h
 
     def sigma_from(self, h: Tensor) -> Tensor:
         """Density [N] from trunk features."""
-        raw = F.linear(h, self.alpha_head.weight, self.alpha_head.bias)
+        raw = self.alpha_head(h)
         return self.sigma_act(raw.squeeze(-1))
 
     def rgb_from(self, h: Tensor, d: Tensor) -> Tensor:
         """Colour [N, 3] from trunk features and unit view directions ``d`` [N, 3]."""
-        f = F.linear(h, self.feature.weight, self.feature.bias)
+        f = self.feature(h)
         if self.feature_activation:
             f = F.relu(f, inplace=True)
         g = torch.cat((f, positional_encoding(d, self.dir_freqs)), dim=-1)
-        g = F.relu(F.linear(g, self.dir_layer.weight, self.dir_layer.bias), inplace=True)
-        return torch.sigmoid(F.linear(g, self.rgb_head.weight, self.rgb_head.bias))
+        g = F.relu(self.dir_layer(g), inplace=True)
+        return torch.sigmoid(self.rgb_head(g))
 
     def density(self, x: Tensor) -> Tensor:
         """Density sigma [N] at ``x`` [N, 3] (trunk and alpha head only)."""
