@@ -95,3 +95,15 @@ def test_train_then_eval_round_trip(tmp_path):
     quant = run("encode", str(out), "-o", str(tmp_path / "q.nrz"), "--precision", "quant",
                 "--bits", "40")
     assert_one_line_error(quant, "--bits 40")
+
+
+@pytest.mark.slow
+def test_demo_trains_compresses_and_decodes(tmp_path):
+    from nerfzip.demo import run_demo
+
+    out = run_demo(tmp_path, iters=200, quiet=True)
+    files = {f["name"]: f for f in out["files"]}
+    assert files["pipeline.nrz"]["bytes"] < files["8bit.nrz"]["bytes"] \
+        < files["lossless.nrz"]["bytes"]
+    assert files["lossless.nrz"]["psnr"] == out["test"]["mean"]["psnr"]  # identical renders
+    assert files["pipeline.nrz"]["psnr"] > out["test"]["mean"]["psnr"] - 2.0
