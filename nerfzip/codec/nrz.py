@@ -317,32 +317,30 @@ def read_table(view: memoryview, r: Reader, path: Path
     return sections, payloads
 
 
-def decode_sections(nrz: NrzFile) -> dict[str, Tensor]:
-    """Decode every section (each validated against the file's element budget)."""
+def parsed_nodes(nrz: NrzFile):
+    """Each section with its parsed node (shapes and codec filled in), against the file's
+    element budget; errors name the section."""
     budget = Budget(BUDGET_BASE + BUDGET_PER_BYTE * nrz.size)
-    out: dict[str, Tensor] = {}
     for s in nrz.sections:
         try:
             node = parse(nrz.payloads[s.name], budget)
-            s.shape, s.dtype = list(node.shape), str(node.dtype).replace("torch.", "")
             s.codec = node.describe()
+        except (FormatError, KeyError, TypeError, IndexError) as e:
+            raise _fail(nrz.path, f"section {s.name!r}: {e}") from None
+        s.shape, s.dtype = list(node.shape), str(node.dtype).replace("torch.", "")
+        yield s, node
+
+
+def decode_sections(nrz: NrzFile) -> dict[str, Tensor]:
+    """Decode every section."""
+    out: dict[str, Tensor] = {}
+    for s, node in parsed_nodes(nrz):
+        try:
             out[s.name] = decode(node)
         except (FormatError, ValueError, IndexError, KeyError, TypeError, OverflowError,
                 RuntimeError) as e:
             raise _fail(nrz.path, f"section {s.name!r}: {e}") from None
     return out
-
-
-def describe_sections(nrz: NrzFile) -> None:
-    """Fill shapes and codec descriptions of the sections (parsing, not decoding)."""
-    budget = Budget(BUDGET_BASE + BUDGET_PER_BYTE * nrz.size)
-    for s in nrz.sections:
-        try:
-            node = parse(nrz.payloads[s.name], budget)
-            s.shape, s.dtype = list(node.shape), str(node.dtype).replace("torch.", "")
-            s.codec = node.describe()
-        except (FormatError, KeyError, TypeError) as e:
-            raise _fail(nrz.path, f"section {s.name!r}: {e}") from None
 
 
 def model_from_nrz(nrz: NrzFile, tensors: dict[str, Tensor]) -> RadianceModel:
@@ -392,7 +390,8 @@ def info(path: str | Path) -> dict[str, Any]:
     """The header and a table of sections (name, shape, codec, bytes, bits per parameter,
     share of the file), without decoding the data."""
     nrz = read_nrz(path)
-    describe_sections(nrz)
+    for _ in parsed_nodes(nrz):  # fills shapes and codec descriptions
+        pass
     rows = [{"name": s.name, "shape": s.shape, "dtype": s.dtype, "codec": s.codec,
              "bytes": s.bytes, "bits_per_param": 8 * s.bytes / max(1, s.elements),
              "share": s.bytes / nrz.size} for s in nrz.sections]

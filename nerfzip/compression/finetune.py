@@ -75,19 +75,14 @@ def finetune(model: RadianceModel | Compressed, steps: int = 1000, batch_size: i
         parametrize.register_parametrization(module, attr, hooks[name], unsafe=True)
     opt = torch.optim.Adam(param_groups(c, lr_grid, lr_net), betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    imgs = scene.split("train").images
-    n, h, w = imgs.shape[:3]
     device = field.aabb.device
     bar = progress_bar(steps, desc="finetune", quiet=quiet)
     psnrs: list[float] = []
     field.train()
     try:
         for _ in range(steps):
-            idx = torch.randint(0, n * h * w, (batch_size,), generator=gen)
-            cam, pix = idx // (h * w), idx % (h * w)
-            v, u = pix // w, pix % w
-            rays = scene.pixel_rays("train", cam, u, v).to(device)
-            target = imgs[cam, v, u].to(device, torch.float32) / 255.0
+            rays, target = scene.random_rays("train", batch_size, gen)
+            rays, target = rays.to(device), target.to(device)
             out = render_rays(field, rays, c.model.background, c.model.render,
                               c.model.occupancy, train=True, generator=gen)
             mse = F.mse_loss(out["rgb"], target)

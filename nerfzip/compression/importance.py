@@ -64,17 +64,14 @@ def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 20,
     random training rays."""
     field = require_tensorf(model, "importance")
     gen = torch.Generator().manual_seed(seed)
-    imgs = scene.split("train").images
-    n, h, w = imgs.shape[:3]
     out: dict[str, Tensor] = {}
     device = field.aabb.device
     bar = progress_bar(n_rays, desc="importance", quiet=quiet)
     field.eval()
     for start in range(0, n_rays, chunk):
         m = min(chunk, n_rays - start)
-        idx = torch.randint(0, n * h * w, (m,), generator=gen)
-        cam, pix = idx // (h * w), idx % (h * w)
-        rays = scene.pixel_rays("train", cam, pix % w, pix // w).to(device)
+        rays, _ = scene.random_rays("train", m, gen)
+        rays = rays.to(device)
         pts, wts = sample_weights(field, rays, model.render, model.occupancy)
         with torch.enable_grad():
             importance_from_points(field, pts, wts, out)

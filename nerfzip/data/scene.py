@@ -71,6 +71,17 @@ class Scene:
         o, d = image_rays(self.split(split).cameras, index)
         return self.make_rays(o, d)
 
+    def random_rays(self, split: str, n: int, generator: torch.Generator
+                    ) -> tuple[RayBundle, Tensor]:
+        """``n`` rays through uniformly drawn pixels of ``split`` and their colours [n, 3] in
+        [0, 1] (what training, fine-tuning and importance estimates sample)."""
+        imgs = self.split(split).images
+        views, h, w = imgs.shape[:3]
+        idx = torch.randint(0, views * h * w, (n,), generator=generator)
+        cam, pix = idx // (h * w), idx % (h * w)
+        v, u = pix // w, pix % w
+        return self.pixel_rays(split, cam, u, v), imgs[cam, v, u].to(torch.float32) / 255.0
+
     def pixel_rays(self, split: str, cam_idx: Tensor, u: Tensor, v: Tensor) -> RayBundle:
         o, d = pixel_rays(self.split(split).cameras, cam_idx, u, v)
         return self.make_rays(o, d)

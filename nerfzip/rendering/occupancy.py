@@ -71,7 +71,7 @@ class OccupancyGrid(nn.Module):
         For a ``young`` field the density threshold is capped at the mean density (as nerfacc
         does), so a field whose densities are all still small is not declared empty everywhere.
         """
-        sigma_thresh = (-torch.log1p(-torch.tensor(threshold)) / step).to(self.density)
+        sigma_thresh = self.sigma_threshold(step, threshold)
         if young:
             sigma_thresh = torch.minimum(sigma_thresh, self.density.mean())
         occ = (self.density > sigma_thresh).float()[None, None]
@@ -80,8 +80,11 @@ class OccupancyGrid(nn.Module):
     def visible(self, step: float, threshold: float) -> Tensor:
         """Cells (undilated) whose density gives a sample of length ``step`` at least
         ``threshold`` opacity."""
-        sigma_thresh = (-torch.log1p(-torch.tensor(threshold)) / step).to(self.density)
-        return self.density > sigma_thresh
+        return self.density > self.sigma_threshold(step, threshold)
+
+    def sigma_threshold(self, step: float, threshold: float) -> Tensor:
+        """The density whose sample of length ``step`` has opacity ``threshold``."""
+        return (-torch.log1p(-torch.tensor(threshold)) / step).to(self.density)
 
     def cell_size(self) -> Tensor:
         """Edge lengths of one cell, [3]."""

@@ -140,16 +140,10 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------
     def sample_batch(self) -> tuple:
-        imgs = self.train.images
-        n, h, w = imgs.shape[:3]
         warm = self.model.occupancy is not None and self.step < self.cfg.occupancy_warmup
         batch = self.cfg.warmup_batch_size if warm else self.cfg.batch_size
-        idx = torch.randint(0, n * h * w, (batch,), generator=self.gen)
-        cam, pix = idx // (h * w), idx % (h * w)
-        v, u = pix // w, pix % w
-        rays = self.scene.pixel_rays("train", cam, u, v).to(self.device)
-        target = imgs[cam, v, u].to(self.device, torch.float32) / 255.0
-        return rays, target
+        rays, target = self.scene.random_rays("train", batch, self.gen)
+        return rays.to(self.device), target.to(self.device)
 
     def train_step(self) -> dict[str, float]:
         self.apply_schedule()
