@@ -12,11 +12,12 @@ run. Writes ``benchmarks/out/compress_<name>.json`` (and a rate-distortion PNG w
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import render_seconds
 
 from nerfzip.codec import nrz
 from nerfzip.compression.pipeline import PRESETS, parse_pipeline, run_pipeline
@@ -30,16 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["quant(8)", "quant(6)", "quant(4)", "prune(0.5)", "prune(0.8) finetune(300)",
            "prune(method=importance, keep_mass=0.999)", "vq(4096, 0.01)",
            "preset:high", "preset:balanced", "preset:tiny"]
-
-
-def render_seconds(model, scene, views: list[int]) -> float:
-    model.render_view(scene, "test", views[0])
-    times = []
-    for i in views[:3]:
-        t0 = time.perf_counter()
-        model.render_view(scene, "test", i)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -68,7 +59,7 @@ def main() -> None:
                   "family": model.field.family, "parameters": params,
                   "float32_bytes": 4 * params, "every": args.every,
                   "baseline": {"psnr": base["mean"]["psnr"], "ssim": base["mean"]["ssim"],
-                               "render_seconds": render_seconds(model, scene, views)},
+                               "render_seconds": render_seconds(model, scene, views[:3])},
                   "rows": [], "machine": machine_info()}
     base_render = record["baseline"]["render_seconds"]
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
@@ -88,7 +79,7 @@ def main() -> None:
                "ssim": res["mean"]["ssim"],
                "psnr_loss": record["baseline"]["psnr"] - res["mean"]["psnr"],
                "decode_seconds": decode_s, "compress_seconds": compress_s,
-               "render_ratio": render_seconds(back, scene, views) / base_render,
+               "render_ratio": render_seconds(back, scene, views[:3]) / base_render,
                "command": "python " + " ".join(sys.argv)}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "

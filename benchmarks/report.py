@@ -61,22 +61,35 @@ def codec_table(records: list[dict]) -> list[str]:
 
 
 def compress_table(records: list[dict]) -> list[str]:
-    rows = ["| model | pipeline | file | smaller than float32 | PSNR | PSNR loss | SSIM | decode | "
-            "render time vs float32 | compress time | commit | command |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | test views | pipeline | file | smaller than float32 | PSNR | PSNR loss | "
+            "SSIM | decode | render time vs float32 | compress time | commit | command |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         b = r["baseline"]
-        rows.append(f"| {r['name']} | (float32, {r['parameters']:,} parameters) | "
+        views = f"every {r['every']}th"
+        rows.append(f"| {r['name']} | {views} | (float32, {r['parameters']:,} parameters) | "
                     f"{r['float32_bytes'] / 1e6:.2f} MB | 1x | {b['psnr']:.2f} | — | "
                     f"{b['ssim']:.4f} | — | 1.00 ({b['render_seconds']:.2f} s) | — | "
                     f"{r['machine']['commit']} | |")
         for x in r["rows"]:
             rows.append(
-                f"| {r['name']} | `{x['steps']}` | {x['bytes'] / 1e6:.3f} MB | "
+                f"| {r['name']} | {views} | `{x['steps']}` | {x['bytes'] / 1e6:.3f} MB | "
                 f"{x['ratio']:.1f}x | {x['psnr']:.2f} | {x['psnr_loss']:.2f} dB | "
                 f"{x['ssim']:.4f} | {x['decode_seconds']:.2f} s | {x['render_ratio']:.2f} | "
                 f"{x['compress_seconds']:.0f} s | {r['machine']['commit']} | "
                 f"`{x['command']}` |")
+    return rows
+
+
+def int8_table(records: list[dict]) -> list[str]:
+    rows = ["| model | test views | precision | PSNR | SSIM | render s/view | 65,536 field "
+            "queries | commit | command |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for label, x in r["rows"].items():
+            rows.append(f"| {r['name']} | {r['views']} (every {r['every']}th) | {label} | "
+                        f"{x['psnr']:.2f} | {x['ssim']:.4f} | {x['render_seconds']:.2f} | "
+                        f"{x['query_seconds']:.3f} s | {r['machine']['commit']} | "
+                        f"`{r['command']}` |")
     return rows
 
 
@@ -106,6 +119,7 @@ def main() -> None:
     imported = [r for r in records if r.get("benchmark") == "imported"]
     codec = [r for r in records if r.get("benchmark") == "codec"]
     compress = [r for r in records if r.get("benchmark") == "compress"]
+    int8 = [r for r in records if r.get("benchmark") == "int8"]
     machine = (train or imported)[0]["machine"] if records else {}
     lines = [START, "", f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
              f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.", "",
@@ -115,8 +129,9 @@ def main() -> None:
              *codec_table(codec), "", "Entropy coding of symbol arrays of at least 10^5 "
              "symbols (ratios of coded bits to the empirical entropy of the symbols):", "",
              *entropy_table(codec), "",
-             "### Compression pipelines (test PSNR on every 25th lego test view)", "",
-             *compress_table(compress), "", END]
+             "### Compression pipelines", "", *compress_table(compress), "",
+             "### Dynamic int8 inference (`--int8 on`) against float32", "",
+             *int8_table(int8), "", END]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]

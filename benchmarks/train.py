@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from common import render_seconds
 
 from nerfzip.data.scene import load_scene
 from nerfzip.evaluation.evaluate import evaluate
@@ -40,17 +40,6 @@ SCENES = {  # path, eval every N-th test view
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def render_seconds(model, scene, n: int = 5) -> float:
-    """Median wall time of one full-resolution test view over ``n`` views, after a warm-up."""
-    model.render_view(scene, "test", 0)
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        model.render_view(scene, "test", (i * 7) % len(scene.split("test")))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -95,7 +84,8 @@ def main() -> None:
         "wall_seconds_incl_evals": wall,
         "test_subset": final["subset"], "test_views": final["views_evaluated"],
         "final_psnr": final["mean"]["psnr"], "final_ssim": final["mean"]["ssim"],
-        "curve": curve, "render_seconds_median": render_seconds(model, scene),
+        "curve": curve, "render_seconds_median": render_seconds(
+            model, scene, [(i * 7) % len(scene.split("test")) for i in range(5)]),
         "peak_rss_gb": peak_rss_gb(), "parameters": model.field.num_parameters(),
         "field_aabb": model.field.aabb.tolist(),
         "model_bytes": (out_dir / "model.safetensors").stat().st_size,

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="at most this many views")
     e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--int8", default="off", choices=["off", "on", "auto"],
+                   help="dynamic int8 linear layers on the CPU: on, off, or auto (only where a "
+                        "timing shows it is faster)")
     e.add_argument("--quiet", action="store_true")
 
     r = sub.add_parser("render", help="render a camera path to frames and a video")
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default="mp4", choices=["mp4", "gif"])
     r.add_argument("--out", default=None, help="output folder (default: RUN/render)")
     r.add_argument("--device", default="cpu")
+    r.add_argument("--int8", default="off", choices=["off", "on", "auto"],
+                   help="dynamic int8 linear layers on the CPU: on, off, or auto (only where a "
+                        "timing shows it is faster)")
     r.add_argument("--quiet", action="store_true")
 
     c = sub.add_parser("encode", help="write a run's model as one .nrz file")
@@ -124,11 +130,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"trained {model.field.family} for {cfg.iters} steps -> {out / 'model.safetensors'}")
 
 
-def load_run_and_scene(run: str, data: str | None, device: str):
+def load_run_and_scene(run: str, data: str | None, device: str, int8: str = "off"):
     from nerfzip.data.scene import load_scene
+    from nerfzip.rendering.int8 import with_int8
     from nerfzip.training.checkpoint import load_model
 
     model = load_model(run).to(device)
+    model, report = with_int8(model, int8)
+    if int8 != "off":
+        timing = (f" (field queries: float {report['float_seconds']:.3f} s, int8 "
+                  f"{report['int8_seconds']:.3f} s)" if "int8_seconds" in report else "")
+        print(f"int8 inference: {'on' if report['int8'] else 'off'}{timing}"
+              + (f"; {report['reason']}" if "reason" in report else ""))
     source = data or model.space.source or model.space.format
     if not source:
         raise NerfzipError(f"{run}: the model does not say which scene it shows; pass --data")
@@ -151,7 +164,7 @@ def file_note(model) -> str:
 def cmd_eval(args: argparse.Namespace) -> None:
     from nerfzip.evaluation.evaluate import evaluate
 
-    model, scene = load_run_and_scene(args.run, args.data, args.device)
+    model, scene = load_run_and_scene(args.run, args.data, args.device, args.int8)
     out = Path(args.out) if args.out else default_out(args.run, "eval")
     res = evaluate(model, scene, args.split, args.every, args.limit, out, quiet=args.quiet)
     m = res["mean"]
@@ -163,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_render(args: argparse.Namespace) -> None:
     from nerfzip.evaluation.evaluate import render_path
 
-    model, scene = load_run_and_scene(args.run, args.data, args.device)
+    model, scene = load_run_and_scene(args.run, args.data, args.device, args.int8)
     out = Path(args.out) if args.out else default_out(args.run, "render")
     if model.meta.get("decode"):
         print(file_note(model).rstrip("; "))

@@ -73,9 +73,13 @@ def evaluate(model: RadianceModel, scene: Scene, split: str = "test", every: int
 def model_summary(model: RadianceModel) -> dict[str, Any]:
     """What was evaluated: field family and size, and for a decoded file its bytes and decode
     time."""
+    int8 = model.meta.get("int8")
     out: dict[str, Any] = {"family": model.field.family,
-                           "parameters": model.field.num_parameters(),
+                           "parameters": (int8["parameters"] if int8 else
+                                          model.field.num_parameters()),
                            "pipeline": model.meta.get("pipeline", [])}
+    if int8:
+        out["int8"] = True
     if "decode" in model.meta:
         out["file_bytes"] = model.meta["decode"]["file_bytes"]
         out["decode_seconds"] = model.meta["decode"]["seconds"]

@@ -170,27 +170,36 @@ def render_hierarchical(field: Field, rays: RayBundle, background: Tensor, cfg: 
     """NeRF's coarse + fine sampling; the coarse network comes from ``field.coarse_field()``."""
     coarse = field.coarse_field() if hasattr(field, "coarse_field") else field
     z = stratified(rays.near, rays.far, cfg.n_coarse, perturb=train, generator=generator)
-    out_c = shade_samples(coarse, rays, z, background, cfg.last_delta)
+    # The coarse colour only feeds the training loss: inference asks the coarse net for density.
+    need_coarse_rgb = train or torch.is_grad_enabled()
+    out_c = shade_samples(coarse, rays, z, background, cfg.last_delta, need_coarse_rgb)
     mids = 0.5 * (z[:, 1:] + z[:, :-1])
     z_fine = sample_pdf(mids, out_c["weights"][:, 1:-1].detach(), cfg.n_fine,
                         deterministic=not train, generator=generator)
     z_all, _ = torch.sort(torch.cat([z, z_fine.detach()], dim=-1), dim=-1)
     out_f = shade_samples(field, rays, z_all, background, cfg.last_delta)
-    return {"rgb": out_f["rgb"], "acc": out_f["weights"].sum(-1), "rgb_coarse": out_c["rgb"],
-            "num_samples": torch.tensor(float(z.numel() + z_all.numel()))}
+    out = {"rgb": out_f["rgb"], "acc": out_f["weights"].sum(-1),
+           "num_samples": torch.tensor(float(z.numel() + z_all.numel()))}
+    if need_coarse_rgb:
+        out["rgb_coarse"] = out_c["rgb"]
+    return out
 
 
 def shade_samples(field: Field, rays: RayBundle, z: Tensor, background: Tensor,
-                  last_delta: float) -> dict[str, Tensor]:
-    """Query a field at samples ``z`` [R, S] along rays and composite (NeRF's raw2outputs)."""
+                  last_delta: float, rgb: bool = True) -> dict[str, Tensor]:
+    """Query a field at samples ``z`` [R, S] along rays and composite (NeRF's raw2outputs);
+    with ``rgb=False`` only density is queried and only the weights are returned."""
     r, s = z.shape
-    pts = rays.origins[:, None, :] + z[..., None] * rays.directions[:, None, :]
-    dirs = rays.viewdirs[:, None, :].expand(r, s, 3)
-    sigma, rgb = field(pts.reshape(-1, 3), dirs.reshape(-1, 3))
+    pts = (rays.origins[:, None, :] + z[..., None] * rays.directions[:, None, :]).reshape(-1, 3)
     dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], last_delta)], dim=-1)
     dists = dists * rays.directions.norm(dim=-1, keepdim=True)
+    if not rgb:
+        weights, _ = render_weights(field.density(pts).view(r, s), dists)
+        return {"weights": weights}
+    dirs = rays.viewdirs[:, None, :].expand(r, s, 3)
+    sigma, colour = field(pts, dirs.reshape(-1, 3))
     weights, _ = render_weights(sigma.view(r, s), dists)
-    return {"rgb": composite(weights, rgb.view(r, s, 3), background), "weights": weights}
+    return {"rgb": composite(weights, colour.view(r, s, 3), background), "weights": weights}
 
 
 @torch.no_grad()
