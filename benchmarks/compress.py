@@ -3,7 +3,7 @@
 For each pipeline (each technique alone at a few strengths, and the presets): .nrz bytes, ratio
 to the float32 parameters, test PSNR / SSIM (the quick subset unless --every says otherwise),
 decode time, and render time as a ratio to the uncompressed model's render time in the same
-run. Writes ``benchmarks/out/compress_<name>.json`` (and a rate-distortion PNG with --plot).
+run. Writes ``benchmarks/out/compress_<name>.json`` (``report.py`` draws its rate-distortion PNG).
 
     python benchmarks/compress.py --model benchmarks/out/train_lego_tensorf-vm_crop \\
         --pipelines preset:balanced "quant(8)" "prune(0.5) finetune(300)"
@@ -40,7 +40,6 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="*", default=DEFAULT,
                     help="pipeline texts, or preset:NAME")
     ap.add_argument("--every", type=int, default=8, help="evaluate every N-th test view")
-    ap.add_argument("--plot", action="store_true", help="write a rate-distortion PNG")
     ap.add_argument("--append", action="store_true", help="add to an existing record")
     args = ap.parse_args()
 
@@ -86,28 +85,6 @@ def main() -> None:
               f"{row['psnr']:.2f} (-{row['psnr_loss']:.2f})  decode {decode_s:.2f} s  render "
               f"x{row['render_ratio']:.2f}  ({compress_s:.0f} s)", file=sys.stderr)
         write_json(out_json, record)
-    if args.plot:
-        plot(record, ROOT / "benchmarks" / f"rd_{name}.png")
-
-
-def plot(record: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in record["rows"]:
-        ax.scatter(r["bytes"] / 1e6, r["psnr"])
-        ax.annotate(r["pipeline"], (r["bytes"] / 1e6, r["psnr"]), fontsize=6)
-    ax.axhline(record["baseline"]["psnr"], ls="--", lw=0.8, label="float32")
-    ax.set_xscale("log")
-    ax.set_xlabel("file size (MB)")
-    ax.set_ylabel("test PSNR (dB)")
-    ax.set_title(f"{record['name']}: rate-distortion")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Collect the JSON records in ``benchmarks/out`` into the tables of ``benchmarks/RESULTS.md``
-(between the ``<!-- tables -->`` markers; the prose around them is kept).
+(between the ``<!-- tables -->`` markers; the prose around them is kept), and draw one
+rate-distortion plot per compression record (``benchmarks/rd_<name>.png``; needs matplotlib,
+the ``bench`` extra).
 
     python benchmarks/report.py
 """
@@ -113,6 +115,46 @@ def entropy_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def short_label(row: dict) -> str:
+    """A compact plot label: the pipeline's steps with argument names and defaults dropped."""
+    text = row["steps"]
+    for long, short in (("method=", ""), ("keep_mass=", ""), (", min_elements=1024", ""),
+                        ("per_channel=false", "tensor"), ("finetune", "ft"), (", ", ","),
+                        ("quant", "q")):
+        text = text.replace(long, short)
+    return text
+
+
+def plot_rate_distortion(record: dict, path: Path) -> None:
+    """PSNR against file size (log scale), one marker per pipeline, coloured by first pass."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours: dict[str, str] = {}
+    for r in sorted(record["rows"], key=lambda r: r["bytes"]):
+        first = r["steps"].split("(")[0].strip()
+        new = first not in colours
+        colour = colours.setdefault(first, f"C{len(colours)}")
+        ax.scatter(r["bytes"] / 1e6, r["psnr"], color=colour, label=first if new else None)
+        ax.annotate(short_label(r), (r["bytes"] / 1e6, r["psnr"]), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")
+    base = record["baseline"]
+    ax.axhline(base["psnr"], ls="--", lw=0.8, color="grey",
+               label=f"float32 ({record['float32_bytes'] / 1e6:.1f} MB)")
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (MB, log scale)")
+    ax.set_ylabel(f"test PSNR (dB, every {record['every']}th view)")
+    ax.set_title(f"{record['name']}: rate-distortion of compression pipelines")
+    ax.legend(fontsize=7, title="first pass", title_fontsize=7)
+    ax.grid(True, which="both", lw=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     train = [r for r in records if r.get("benchmark") == "train"]
@@ -137,6 +179,15 @@ def main() -> None:
     tail = rest.split(END, 1)[1]
     RESULTS.write_text(head + "\n".join(lines) + tail)
     print(f"wrote {RESULTS}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib is missing (pip install -e '.[bench]'): no rate-distortion plots")
+        return
+    for r in compress:
+        path = ROOT / "benchmarks" / f"rd_{r['name']}.png"
+        plot_rate_distortion(r, path)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
