@@ -41,6 +41,8 @@ def main() -> None:
                     help="pipeline texts, or preset:NAME")
     ap.add_argument("--every", type=int, default=8, help="evaluate every N-th test view")
     ap.add_argument("--append", action="store_true", help="add to an existing record")
+    ap.add_argument("--no-render-time", action="store_true",
+                    help="skip render timing (slow models: it costs 3 more renders per row)")
     args = ap.parse_args()
 
     model = load_model(args.model)
@@ -58,7 +60,8 @@ def main() -> None:
                   "family": model.field.family, "parameters": params,
                   "float32_bytes": 4 * params, "every": args.every,
                   "baseline": {"psnr": base["mean"]["psnr"], "ssim": base["mean"]["ssim"],
-                               "render_seconds": render_seconds(model, scene, views[:3])},
+                               "render_seconds": None if args.no_render_time else
+                               render_seconds(model, scene, views[:3])},
                   "rows": [], "machine": machine_info()}
     base_render = record["baseline"]["render_seconds"]
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
@@ -78,12 +81,13 @@ def main() -> None:
                "ssim": res["mean"]["ssim"],
                "psnr_loss": record["baseline"]["psnr"] - res["mean"]["psnr"],
                "decode_seconds": decode_s, "compress_seconds": compress_s,
-               "render_ratio": render_seconds(back, scene, views[:3]) / base_render,
+               "render_ratio": None if args.no_render_time or base_render is None else
+               render_seconds(back, scene, views[:3]) / base_render,
                "command": "python " + " ".join(sys.argv)}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "
               f"{row['psnr']:.2f} (-{row['psnr_loss']:.2f})  decode {decode_s:.2f} s  render "
-              f"x{row['render_ratio']:.2f}  ({compress_s:.0f} s)", file=sys.stderr)
+              f"x{row['render_ratio'] or 0:.2f}  ({compress_s:.0f} s)", file=sys.stderr)
         write_json(out_json, record)
 
 

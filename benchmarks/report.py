@@ -71,16 +71,24 @@ def compress_table(records: list[dict]) -> list[str]:
         views = f"every {r['every']}th"
         rows.append(f"| {r['name']} | {views} | (float32, {r['parameters']:,} parameters) | "
                     f"{r['float32_bytes'] / 1e6:.2f} MB | 1x | {b['psnr']:.2f} | — | "
-                    f"{b['ssim']:.4f} | — | 1.00 ({b['render_seconds']:.2f} s) | — | "
+                    f"{b['ssim']:.4f} | — | {seconds(b['render_seconds'])} | — | "
                     f"{r['machine']['commit']} | |")
         for x in r["rows"]:
             rows.append(
                 f"| {r['name']} | {views} | `{x['steps']}` | {x['bytes'] / 1e6:.3f} MB | "
                 f"{x['ratio']:.1f}x | {x['psnr']:.2f} | {x['psnr_loss']:.2f} dB | "
-                f"{x['ssim']:.4f} | {x['decode_seconds']:.2f} s | {x['render_ratio']:.2f} | "
+                f"{x['ssim']:.4f} | {x['decode_seconds']:.2f} s | {ratio(x['render_ratio'])} | "
                 f"{x['compress_seconds']:.0f} s | {r['machine']['commit']} | "
                 f"`{x['command']}` |")
     return rows
+
+
+def seconds(value: float | None) -> str:
+    return "not timed" if value is None else f"1.00 ({value:.2f} s)"
+
+
+def ratio(value: float | None) -> str:
+    return "not timed" if value is None else f"{value:.2f}"
 
 
 def int8_table(records: list[dict]) -> list[str]:

@@ -254,10 +254,28 @@ def test_neuron_pruning_shrinks_every_trunk_layer(tmp_path):
 
 
 def test_neuron_pruning_keeps_the_strong_neurons():
-    from nerfzip.compression.prune import neuron_keep
+    from nerfzip.compression.neurons import neuron_keep
 
     model = small_mlp()
     with torch.no_grad():  # silence half of layer 1's neurons: they must be the ones removed
         model.field.fine.layers[1].weight[1::2] = 0.0
     keep = neuron_keep(model.field.fine, 0.5)
     assert torch.equal(keep[1], torch.arange(0, 64, 2))
+
+
+def test_neuron_pruning_with_reconstruction_beats_a_plain_cut(scene):
+    from nerfzip.compression.neurons import calibration_points
+
+    model = small_mlp()
+    x, d = calibration_points(model, scene)
+    plain, _ = prune(model, 0.25, method="neurons")
+    fitted, report = prune(model, 0.25, method="neurons", scene=scene)
+    assert report["reconstructed"] and report["widths_after"] == [48, 48, 48, 48]
+
+    def errors(m):
+        with torch.no_grad():
+            (s0, c0), (s1, c1) = model.field(x, d), m.field(x, d)
+        return float((s1 - s0).abs().mean()), float((c1 - c0).abs().mean())
+
+    (sp, cp), (sf, cf) = errors(plain.model), errors(fitted.model)
+    assert sf < 0.5 * sp and cf < 0.5 * cp, (sp, cp, sf, cf)

@@ -8,8 +8,9 @@ components so the field really shrinks.
   over training rays is negligible are zeroed in every channel (VQRF's voxel pruning, on
   factor grids). ``keep_mass`` is the share of total importance the kept entries hold.
 - ``occupancy``: grid fields; entries no occupied cell projects onto.
-- ``neurons`` (structured): MLP NeRFs; the ``ratio`` of each trunk layer's neurons with the
-  smallest (incoming norm x outgoing norm) are removed, so every matrix really shrinks.
+- ``neurons`` (structured): MLP NeRFs; the ``ratio`` of each trunk layer's neurons that
+  matter least are removed, so every matrix really shrinks; given the scene, the kept weights
+  are refitted to reproduce the original layers (``neurons.py``).
 - ``components`` (structured): grid fields; the ``ratio`` of density and appearance
   components with the smallest plane-norm x line-norm are removed from every mode (and the
   appearance basis loses the matching columns), so rendering does less work.
@@ -28,6 +29,7 @@ from nerfzip.compression.importance import (
     occupancy_importance,
     require_tensorf,
 )
+from nerfzip.compression.neurons import prune_neurons
 from nerfzip.compression.state import Compressed, Mask, constrained
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
@@ -56,7 +58,8 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
     elif method == "components":
         report = prune_components(c, ratio)
     elif method == "neurons":
-        report = prune_neurons(c, ratio)
+        _validate_ratio(ratio)
+        report = prune_neurons(c, ratio, scene)
     else:
         require_tensorf(c.model, f"prune(method={method})")
         if method == "importance":
@@ -172,69 +175,3 @@ def prune_components(c: Compressed, ratio: float) -> dict[str, Any]:
     return {"density_components": int(dens_keep[0].numel()),
             "appearance_components": int(app_keep[0].numel()),
             "parameters_before": before, "parameters_after": field.num_parameters()}
-
-
-def prune_neurons(c: Compressed, ratio: float) -> dict[str, Any]:
-    from nerfzip.fields.mlp_nerf import MLPNeRF
-
-    _validate_ratio(ratio)
-    field = c.model.field
-    if not isinstance(field, MLPNeRF):
-        raise NerfzipError(f"prune(method=neurons) works on MLP NeRFs, not {field.family}")
-    if c.constraints or field.low_rank:
-        raise NerfzipError("prune(method=neurons) must come before passes that constrain or "
-                           "factorise layers (it changes their shapes)")
-    before = field.num_parameters()
-    cfg = field.config
-    widths = list(cfg.widths or (cfg.hidden,) * cfg.depth)
-    keeps = {}
-    for net_name in ("fine", "coarse"):
-        net = getattr(field, net_name)
-        if net is not None:
-            keeps[net_name] = neuron_keep(net, ratio)
-    new_widths = tuple(int(k.numel()) for k in keeps["fine"])
-    if "coarse" in keeps and tuple(int(k.numel()) for k in keeps["coarse"]) != new_widths:
-        raise NerfzipError("prune(method=neurons): coarse and fine networks differ in shape")
-    new_cfg = type(cfg)(**{**cfg.__dict__, "widths": new_widths})
-    new_field = type(field)(new_cfg, field.aabb.detach().clone())
-    with torch.no_grad():
-        for net_name, keep in keeps.items():
-            copy_pruned(getattr(field, net_name), getattr(new_field, net_name), keep)
-    c.model.field = new_field.to(field.aabb.device)
-    return {"widths_before": widths, "widths_after": list(new_widths),
-            "parameters_before": before, "parameters_after": new_field.num_parameters()}
-
-
-def neuron_keep(net, ratio: float) -> list[Tensor]:
-    """Indices of the neurons each trunk layer keeps (score: |incoming| x |outgoing|)."""
-    layers = list(net.layers)
-    keep = []
-    for i, layer in enumerate(layers):
-        n = layer.out_features
-        incoming = layer.weight.norm(dim=1)
-        if i + 1 < len(layers):
-            outgoing = layers[i + 1].weight[:, :n].norm(dim=0)
-        else:
-            outgoing = torch.cat([net.alpha_head.weight, net.feature.weight]).norm(dim=0)
-        k = max(1, n - int(round(ratio * n)))
-        keep.append(torch.sort(torch.topk(incoming * outgoing, k).indices).values)
-    return keep
-
-
-def copy_pruned(old, new, keep: list[Tensor]) -> None:
-    """Copy the kept rows / columns of ``old``'s layers into the narrower ``new``."""
-    prev = None
-    for i, (a, b) in enumerate(zip(old.layers, new.layers)):
-        w = a.weight
-        if prev is not None:
-            width_in = old.layers[i - 1].out_features
-            w = torch.cat([w[:, :width_in][:, prev], w[:, width_in:]], dim=1)
-        b.weight.copy_(w[keep[i]])
-        b.bias.copy_(a.bias[keep[i]])
-        prev = keep[i]
-    for head in ("alpha_head", "feature"):
-        getattr(new, head).weight.copy_(getattr(old, head).weight[:, prev])
-        getattr(new, head).bias.copy_(getattr(old, head).bias)
-    for head in ("dir_layer", "rgb_head"):
-        getattr(new, head).load_state_dict(getattr(old, head).state_dict())
-

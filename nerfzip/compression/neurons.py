@@ -1,0 +1,214 @@
+"""Structured pruning of MLP NeRFs: remove whole neurons of every trunk layer, so each matrix
+really shrinks and every query does less work.
+
+Which neurons go: the lowest ``score = |activity| x |outgoing weights|``, where activity is
+the neuron's mean absolute output at calibration points (or, without a scene, the norm of its
+incoming weights, which says less: a neuron with large weights may never fire).
+
+Without a scene the kept weights are copied as they are. With a scene the pruned network is
+rebuilt layer by layer so that it reproduces the original network's pre-activations at
+calibration points: each narrower layer's weights are the least-squares fit, from the pruned
+inputs, of what the original layer computed (channel pruning with feature-map reconstruction:
+He et al., ICCV 2017; Luo et al., ThiNet, ICCV 2017). The heads that read the last trunk layer
+are refitted the same way, so the fine-tuning a plain cut needs is mostly avoided.
+
+Calibration points are where rendering looks: the samples the hierarchical sampler draws on
+random training rays (coarse stratified + fine importance samples), with their view directions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nerfzip.compression.state import Compressed
+from nerfzip.data.scene import Scene
+from nerfzip.errors import NerfzipError
+from nerfzip.fields.encoding import positional_encoding
+from nerfzip.rendering.model import RadianceModel
+from nerfzip.rendering.samplers import sample_pdf, stratified
+from nerfzip.rendering.volrend import render_weights
+
+CALIBRATION_RAYS = 2048
+CALIBRATION_POINTS = 1 << 16
+
+
+@torch.no_grad()
+def calibration_points(model: RadianceModel, scene: Scene, seed: int = 0
+                       ) -> tuple[Tensor, Tensor]:
+    """Points [P, 3] and unit directions [P, 3] where the hierarchical sampler of ``model``
+    queries its fine network on random training rays (at most ``CALIBRATION_POINTS``)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = model.field.aabb.device
+    rays, _ = scene.random_rays("train", CALIBRATION_RAYS, gen)
+    rays = rays.to(device)
+    cfg = model.render
+    field = model.field
+    coarse = field.coarse_field() if hasattr(field, "coarse_field") else field
+    z = stratified(rays.near, rays.far, cfg.n_coarse, perturb=True, generator=gen)
+    pts = rays.origins[:, None, :] + z[..., None] * rays.directions[:, None, :]
+    sigma = coarse.density(pts.reshape(-1, 3)).view(z.shape)
+    dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], cfg.last_delta)], -1)
+    weights, _ = render_weights(sigma, dists * rays.directions.norm(dim=-1, keepdim=True))
+    mids = 0.5 * (z[:, 1:] + z[:, :-1])
+    z_fine = sample_pdf(mids, weights[:, 1:-1], cfg.n_fine, deterministic=False, generator=gen)
+    z_all = torch.cat([z, z_fine], dim=-1)
+    pts = rays.origins[:, None, :] + z_all[..., None] * rays.directions[:, None, :]
+    dirs = rays.viewdirs[:, None, :].expand_as(pts)
+    pts, dirs = pts.reshape(-1, 3), dirs.reshape(-1, 3)
+    pick = torch.randperm(pts.shape[0], generator=gen)[:CALIBRATION_POINTS].to(device)
+    return pts[pick], dirs[pick]
+
+
+def trunk_activations(net, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The encoding, each trunk layer's input and each trunk layer's output (post-activation)
+    of an ``MLPNetwork`` at ``x``."""
+    enc = positional_encoding(x, net.pos_freqs)
+    inputs, outputs = [], []
+    h = enc
+    for i, layer in enumerate(net.layers):
+        if i in net.skips:
+            h = torch.cat((h, enc), dim=-1)
+        inputs.append(h)
+        h = layer(h)
+        if i > 0 or net.first_activation:
+            h = torch.relu(h)
+        outputs.append(h)
+    return enc, inputs, outputs
+
+
+def neuron_keep(net, ratio: float, activity: list[Tensor] | None = None) -> list[Tensor]:
+    """Sorted indices of the neurons each trunk layer keeps. Score: activity (mean |output| at
+    calibration points, or the incoming weight norm) x outgoing weight norm."""
+    layers = list(net.layers)
+    keep = []
+    for i, layer in enumerate(layers):
+        n = layer.out_features
+        incoming = activity[i] if activity is not None else layer.weight.norm(dim=1)
+        if i + 1 < len(layers):
+            outgoing = layers[i + 1].weight[:, :n].norm(dim=0)
+        else:
+            outgoing = torch.cat([net.alpha_head.weight, net.feature.weight]).norm(dim=0)
+        k = max(1, n - int(round(ratio * n)))
+        keep.append(torch.sort(torch.topk(incoming * outgoing, k).indices).values)
+    return keep
+
+
+def select_inputs(weight: Tensor, width_in: int, prev: Tensor | None) -> Tensor:
+    """Columns of ``weight`` left when the previous layer keeps neurons ``prev`` (columns past
+    ``width_in`` are a skip connection's encoding and stay)."""
+    if prev is None:
+        return weight
+    return torch.cat([weight[:, :width_in][:, prev], weight[:, width_in:]], dim=1)
+
+
+def copy_pruned(old, new, keep: list[Tensor]) -> None:
+    """Copy the kept rows / columns of ``old``'s layers into the narrower ``new``."""
+    prev = None
+    for i, (a, b) in enumerate(zip(old.layers, new.layers)):
+        width_in = old.layers[i - 1].out_features if i else 0
+        b.weight.copy_(select_inputs(a.weight, width_in, prev)[keep[i]])
+        b.bias.copy_(a.bias[keep[i]])
+        prev = keep[i]
+    for head in ("alpha_head", "feature"):
+        getattr(new, head).weight.copy_(getattr(old, head).weight[:, prev])
+        getattr(new, head).bias.copy_(getattr(old, head).bias)
+    for head in ("dir_layer", "rgb_head"):
+        getattr(new, head).load_state_dict(getattr(old, head).state_dict())
+
+
+def least_squares(inputs: Tensor, targets: Tensor, ridge: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """Weight [out, in] and bias [out] minimising ``|inputs W^T + b - targets|^2`` (with a
+    small ridge term so that dead or duplicate inputs do not make the system singular)."""
+    a = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1).double()
+    gram = a.T @ a
+    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype,
+                                                       device=gram.device)
+    sol = torch.linalg.solve(gram, a.T @ targets.double())
+    return sol[:-1].T.float(), sol[-1].float()
+
+
+@torch.no_grad()
+def reconstruct(old, new, keep: list[Tensor], x: Tensor) -> dict[str, float]:
+    """Refit ``new``'s trunk layers and the alpha / feature heads so that, at ``x``, they
+    reproduce ``old``'s pre-activations of the kept neurons (and the heads' outputs).
+    Returns each refitted layer's relative error."""
+    enc, old_in, _ = trunk_activations(old, x)
+    errors = {}
+    h = enc
+    for i, (a, b) in enumerate(zip(old.layers, new.layers)):
+        if i in new.skips:
+            h = torch.cat((h, enc), dim=-1)
+        target = a(old_in[i])[:, keep[i]]
+        w, bias = least_squares(h, target)
+        b.weight.copy_(w)
+        b.bias.copy_(bias)
+        out = b(h)
+        errors[f"layers.{i}"] = float((out - target).norm() / target.norm().clamp(min=1e-12))
+        h = torch.relu(out) if i > 0 or new.first_activation else out
+    last_old = old.layers[-1](old_in[-1])
+    if len(old.layers) > 1 or old.first_activation:
+        last_old = torch.relu(last_old)
+    for head in ("alpha_head", "feature"):
+        target = getattr(old, head)(last_old)
+        w, bias = least_squares(h, target)
+        getattr(new, head).weight.copy_(w)
+        getattr(new, head).bias.copy_(bias)
+        errors[head] = float((getattr(new, head)(h) - target).norm()
+                             / target.norm().clamp(min=1e-12))
+    return errors
+
+
+def prune_neurons(c: Compressed, ratio: float, scene: Scene | None) -> dict[str, Any]:
+    """Remove ``ratio`` of every trunk layer's neurons in both networks of an MLP NeRF (in
+    place on ``c``); with ``scene``, choose them by activity and refit the kept weights."""
+    from nerfzip.fields.mlp_nerf import MLPNeRF
+
+    field = c.model.field
+    if not isinstance(field, MLPNeRF):
+        raise NerfzipError(f"prune(method=neurons) works on MLP NeRFs, not {field.family}")
+    if c.constraints or field.low_rank:
+        raise NerfzipError("prune(method=neurons) must come before passes that constrain or "
+                           "factorise layers (it changes their shapes)")
+    before = field.num_parameters()
+    cfg = field.config
+    widths = list(cfg.widths or (cfg.hidden,) * cfg.depth)
+    nets = {name: getattr(field, name) for name in ("fine", "coarse")
+            if getattr(field, name) is not None}
+    x = d = None
+    if scene is not None:
+        x, d = calibration_points(c.model, scene)
+    keeps = {}
+    for name, net in nets.items():
+        activity = None
+        if x is not None:
+            with torch.no_grad():
+                activity = [h.abs().mean(dim=0) for h in trunk_activations(net, x)[2]]
+        keeps[name] = neuron_keep(net, ratio, activity)
+    # Coarse and fine share one config: they keep the same number of neurons per layer.
+    new_widths = tuple(int(k.numel()) for k in keeps["fine"])
+    new_cfg = type(cfg)(**{**cfg.__dict__, "widths": new_widths})
+    new_field = type(field)(new_cfg, field.aabb.detach().clone()).to(field.aabb.device)
+    report: dict[str, Any] = {"widths_before": widths, "widths_after": list(new_widths),
+                              "parameters_before": before,
+                              "parameters_after": new_field.num_parameters(),
+                              "reconstructed": x is not None}
+    with torch.no_grad():
+        for name, keep in keeps.items():
+            old, new = nets[name], getattr(new_field, name)
+            copy_pruned(old, new, keep)
+            if x is not None:
+                report[f"{name}_fit_error"] = reconstruct(old, new, keep, x)
+    new_field.low_rank = dict(field.low_rank)
+    c.model.field = new_field
+    if x is not None:
+        report["colour_error"] = colour_error(field, new_field, x, d)
+    return report
+
+
+@torch.no_grad()
+def colour_error(old: nn.Module, new: nn.Module, x: Tensor, d: Tensor) -> float:
+    """Mean absolute colour difference of the fine networks at the calibration points."""
+    return float((old(x, d)[1] - new(x, d)[1]).abs().mean())
