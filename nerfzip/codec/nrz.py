@@ -31,6 +31,7 @@ from nerfzip.codec import symbols as sym
 from nerfzip.codec.binary import FormatError, Reader, Writer
 from nerfzip.codec.tensors import (
     CODEC_IDS,
+    CODEC_MINOR,
     CODEC_NAMES,
     Budget,
     Node,
@@ -49,7 +50,9 @@ from nerfzip.utils.io import atomic_path
 
 MAGIC = b"\x89NRZ\r\n\x1a\n"
 END = b"NRZ-END\n"
-MAJOR, MINOR = 1, 0
+MAJOR, MINOR = 1, 1
+"""The newest version this nerfzip reads and writes; a file is written with the lowest minor
+version its codecs need (``needed_minor``), so a file without 1.1 codecs is a 1.0 file."""
 FAMILY_IDS = {"tensorf-vm": 1, "tensorf-cp": 2, "mlp-nerf": 3}
 """Stable ids of field families in the binary preamble: never renumber, only add."""
 MAX_SECTIONS = 1 << 16
@@ -156,12 +159,18 @@ def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, lis
     return assemble(model_header(model), FAMILY_IDS[family], nodes)
 
 
+def needed_minor(nodes: list[Node]) -> int:
+    """The lowest 1.x minor version whose codecs include every codec in ``nodes`` (recursive)."""
+    return max([CODEC_MINOR.get(n.codec, 0) for n in nodes]
+               + [needed_minor(n.children) for n in nodes if n.children] + [0])
+
+
 def assemble(header: dict[str, Any], family_id: int, nodes: dict[str, Node]
              ) -> tuple[bytes, list[SectionInfo]]:
     pre = Writer()
     pre.raw(MAGIC)
     pre.u16(MAJOR)
-    pre.u16(MINOR)
+    pre.u16(needed_minor(list(nodes.values())))
     pre.u16(family_id)
     pre.u16(0)
     pre.json(header)

@@ -3,7 +3,8 @@
 A *node* is a codec id, the decoded dtype and shape, small JSON parameters, child nodes and
 byte blobs. Codecs compose through children: a quantized tensor's integer symbols are a
 ``symbols`` child coded by the smallest of the symbol coders (``symbols.py``); a sparse tensor's
-non-zero values are a child coded by any float codec; a codebook is a child like any tensor.
+non-zero values are a child coded by any float codec; a codebook is a child like any tensor;
+a Tucker or CP decomposition stores its core and factors as children.
 
 ``encode_tensor`` tries every representation allowed by the requested precision (a
 ``TensorSpec``) and keeps the smallest. ``lossless`` finds exact structure by itself: exact
@@ -28,14 +29,21 @@ from torch import Tensor
 from nerfzip.codec import symbols as sym
 from nerfzip.codec.binary import FormatError, Reader, Writer
 
-CODEC_IDS = {"raw": 1, "half": 2, "quant": 3, "vq": 4, "sparse": 5, "lowrank": 6, "symbols": 7}
+CODEC_IDS = {"raw": 1, "half": 2, "quant": 3, "vq": 4, "sparse": 5, "lowrank": 6, "symbols": 7,
+             "tucker": 8, "cp": 9}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
+CODEC_MINOR = {"tucker": 1, "cp": 1}
+"""The format minor version that introduced a codec (absent: 1.0). A file is written with the
+lowest minor version its codecs need, so files without the newer codecs stay 1.0 files."""
 DTYPE_IDS = {torch.float32: 1, torch.float16: 2, torch.uint8: 3, torch.bool: 4, torch.int32: 5,
              torch.int64: 6}
 DTYPES = {v: k for k, v in DTYPE_IDS.items()}
 MAX_DEPTH = 4
 MAX_NDIM = 8
 MAX_PARTS = 8
+MAX_DECODE_WORK = 1 << 34
+"""Multiply-adds a decoder may spend rebuilding one Tucker or CP node (seconds of CPU): a
+hostile file declaring a huge rank is refused rather than decoded for hours."""
 FLOAT = torch.float32
 
 
@@ -46,8 +54,11 @@ class TensorSpec:
     ``mode``: ``lossless`` (bit-exact), ``half`` (float16), ``quant`` (uniform ``bits``-bit
     integers, per channel along ``axis`` or per tensor when ``axis`` is None, with ranges from
     the tensor's min / max or from a given ``grid``), ``lowrank`` (a [m, n] matrix stored as
-    rank-``rank`` factors). ``vector_axis`` names the axis of feature vectors, so that an exact
-    codebook of repeated vectors is tried (what vector quantization leaves behind).
+    rank-``rank`` factors), ``tucker`` / ``cp`` (the given ``parts``: core and factors over
+    ``modes``, or CP factors, each with its own spec; a compression pass made the fit, and the
+    tensor must be exactly their product). ``vector_axis`` names the axis of feature vectors,
+    so that an exact codebook of repeated vectors is tried (what vector quantization leaves
+    behind).
     """
 
     mode: str = "lossless"
@@ -59,6 +70,10 @@ class TensorSpec:
     coders: tuple[str, ...] = sym.CODERS
     sparse: bool = True
     """Try storing exact zeros by position (off inside a sparse node's values)."""
+    parts: tuple[tuple[Tensor, TensorSpec], ...] | None = field(default=None, compare=False)
+    """Tucker: (core, spec), then (U_m, spec) per mode of ``modes``; CP: (U_k, spec) per mode."""
+    modes: tuple[int, ...] = ()
+    """Tucker: the modes that have a factor (the others are kept whole in the core)."""
 
 
 @dataclass
@@ -94,6 +109,11 @@ class Node:
                     f"[{self.children[1].describe()}]")
         if self.codec == "lowrank":
             return f"rank {self.children[0].shape[1]} [{self.children[0].describe()}]"
+        if self.codec == "tucker":
+            core = self.children[0]
+            return f"tucker core {'x'.join(map(str, core.shape))} [{core.describe()}]"
+        if self.codec == "cp":
+            return f"cp rank {self.children[0].shape[1]} [{self.children[0].describe()}]"
         return self.codec
 
 
@@ -256,6 +276,73 @@ def lowrank_node(x: Tensor, spec: TensorSpec) -> Node:
     return Node("lowrank", FLOAT, tuple(x.shape), {}, children, [])
 
 
+# --- Tucker and CP products, shared with the compression passes ---
+def tucker_to_tensor(core: Tensor, factors: list[Tensor], modes: list[int]) -> Tensor:
+    """``core x_m U_m`` for m in ``modes`` (U_m [shape_m, rank_m]; Kolda & Bader 2009, eq. 4.1),
+    accumulated in float64 and rounded once to float32: the pass that fits the factors and the
+    decoder call this same function, so a file decodes to the values the field had."""
+    out = core.double()
+    for m, u in zip(modes, factors):
+        out = torch.movedim(torch.tensordot(u.double(), out, dims=([1], [m])), 0, m)
+    return out.to(FLOAT).contiguous()
+
+
+def khatri_rao(factors: list[Tensor], width: int) -> Tensor:
+    """Column-wise Kronecker product of [n_k, width] matrices -> [prod n_k, width] in float64
+    (row-major: the last factor's index varies fastest); ones [1, width] for no factor."""
+    out = torch.ones(1, width, dtype=torch.float64)
+    for u in factors:
+        out = (out[:, None, :] * u.double()[None, :, :]).reshape(-1, width)
+    return out
+
+
+def cp_to_tensor(factors: list[Tensor]) -> Tensor:
+    """``sum_r prod_k U_k[i_k, r]`` (U_k [shape_k, R]; Kolda & Bader 2009, eq. 3.1) in float64,
+    rounded once to float32. The components go in chunks no wider than the longest mode, so no
+    intermediate is larger than the result, whatever the rank."""
+    shape = [u.shape[0] for u in factors]
+    rank = factors[0].shape[1]
+    lead = max(range(len(shape)), key=lambda k: shape[k])
+    first = factors[lead].double()
+    rest = [u for k, u in enumerate(factors) if k != lead]
+    out = torch.zeros(shape[lead], math.prod(shape) // max(1, shape[lead]), dtype=torch.float64)
+    step = max(1, shape[lead])
+    for lo in range(0, rank, step):
+        chunk = first[:, lo:lo + step]
+        out += chunk @ khatri_rao([u[:, lo:lo + step] for u in rest], chunk.shape[1]).T
+    moved = [shape[lead]] + [n for k, n in enumerate(shape) if k != lead]
+    return out.view(moved).movedim(0, lead).to(FLOAT).contiguous()
+
+
+def tucker_work(core_shape: tuple[int, ...], shape: tuple[int, ...], modes: list[int]) -> int:
+    """Multiply-adds of ``tucker_to_tensor`` applying the factors of ``modes`` in order."""
+    current, work = list(core_shape), 0
+    for m in modes:
+        work += math.prod(current) * shape[m]
+        current[m] = shape[m]
+    return work
+
+
+def factor_node(x: Tensor, spec: TensorSpec) -> Node:
+    """A Tucker or CP node from the fit in ``spec.parts``, each part coded under its own spec.
+    Refused unless the parts, as they decode, rebuild ``x`` exactly: the file must decode to
+    the tensor that was saved."""
+    if not spec.parts:
+        raise ValueError(f"{spec.mode} coding needs the fitted parts (a compression pass's)")
+    children = [encode_tensor(p.contiguous(), s) for p, s in spec.parts]
+    parts = [decode(child) for child in children]
+    if spec.mode == "tucker":
+        params: dict[str, Any] = {"modes": list(spec.modes)}
+        y = tucker_to_tensor(parts[0], parts[1:], list(spec.modes))
+    else:
+        params = {}
+        y = cp_to_tensor(parts)
+    if y.shape != x.shape or not torch.equal(y, x):
+        raise ValueError(f"the {spec.mode} factors do not rebuild the {list(x.shape)} tensor "
+                         "exactly (was the field changed after its constraints were applied?)")
+    return Node(spec.mode, FLOAT, tuple(x.shape), params, children, [])
+
+
 def encode_tensor(x: Tensor, spec: TensorSpec = TensorSpec()) -> Node:
     """The smallest coding of ``x`` that meets ``spec``."""
     x = x.detach().cpu().contiguous()
@@ -268,6 +355,8 @@ def encode_tensor(x: Tensor, spec: TensorSpec = TensorSpec()) -> Node:
     candidates: list[Node] = []
     if spec.mode == "lowrank":
         return lowrank_node(x, spec)
+    if spec.mode in ("tucker", "cp"):
+        return factor_node(x, spec)
     if spec.mode == "quant" and x.numel():
         candidates.append(quant_node(x, spec))
         if spec.vector_axis is not None:
@@ -471,4 +560,52 @@ def decode(node: Node) -> Tensor:
             raise FormatError(f"low-rank factors {list(u.shape)} x {list(v.shape)} do not "
                               f"make {list(node.shape)}")
         return u @ v
+    if node.codec == "tucker":
+        return decode_tucker(node)
+    if node.codec == "cp":
+        return decode_cp(node)
     raise FormatError(f"codec {node.codec} cannot be decoded here")
+
+
+def decode_tucker(node: Node) -> Tensor:
+    """Core and factors checked against the declared shape before the product: every rank at
+    most its mode's size (so no intermediate outgrows the budgeted result) and bounded work."""
+    modes = node.params.get("modes")
+    ndim = len(node.shape)
+    if not isinstance(modes, list) or len(set(map(str, modes))) != len(modes) or not all(
+            type(m) is int and 0 <= m < ndim for m in modes):
+        raise FormatError(f"bad tucker modes {modes!r} for a {ndim}-d tensor")
+    _expect(node, 1 + len(modes), 0)
+    core_node = node.children[0]
+    if len(core_node.shape) != ndim or any(
+            r > n or (r != n and m not in modes)
+            for m, (r, n) in enumerate(zip(core_node.shape, node.shape))):
+        raise FormatError(f"tucker core {list(core_node.shape)} does not fit "
+                          f"{list(node.shape)} with factors on modes {modes}")
+    if tucker_work(core_node.shape, node.shape, modes) > MAX_DECODE_WORK:
+        raise FormatError("tucker node needs more work to decode than a reader allows")
+    for m, child in zip(modes, node.children[1:]):
+        _check_shape(child.shape, (node.shape[m], core_node.shape[m]), f"tucker factor {m}")
+    parts = [decode(c) for c in node.children]
+    if any(p.dtype != FLOAT for p in parts):
+        raise FormatError("tucker core and factors must be float32")
+    return tucker_to_tensor(parts[0], parts[1:], modes)
+
+
+def decode_cp(node: Node) -> Tensor:
+    """One factor [shape_k, R] per mode; R at most the largest rank any tensor of this shape
+    has (numel / longest mode) and bounded work."""
+    ndim = len(node.shape)
+    if ndim < 1:
+        raise FormatError("cp node needs at least one mode")
+    _expect(node, ndim, 0)
+    rank = node.children[0].shape[1] if len(node.children[0].shape) == 2 else -1
+    for k, child in enumerate(node.children):
+        _check_shape(child.shape, (node.shape[k], rank), f"cp factor {k}")
+    n = math.prod(node.shape)
+    if rank > max(1, n // max(1, max(node.shape))) or rank * n > MAX_DECODE_WORK:
+        raise FormatError(f"cp rank {rank} is more than a {list(node.shape)} tensor needs")
+    parts = [decode(c) for c in node.children]
+    if any(p.dtype != FLOAT for p in parts):
+        raise FormatError("cp factors must be float32")
+    return cp_to_tensor(parts)

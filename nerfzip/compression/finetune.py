@@ -5,8 +5,12 @@ constraints on every forward pass: pruned entries are multiplied by their fixed 
 get no gradient), quantized and half-precision tensors round with a straight-through
 estimator (quantization-aware training: the optimiser moves a latent float copy), and
 vector-quantized grids read their vectors from a trainable codebook through a fixed
-assignment. At the end the parametrizations are removed, leaving tensors that satisfy their
-constraints exactly, and the codebooks are updated with what was learned.
+assignment, and Tucker / CP tensors are trained through their core and factors (the
+parametrization's latent tensors, what the file stores), as factorised networks are fine-tuned
+(Kim et al., ICLR 2016). Each step computes every parametrized tensor once
+(``parametrize.cached``). At the end the parametrizations are removed, leaving tensors that
+satisfy their constraints exactly, and the codebooks and factors are updated with what was
+learned.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from nerfzip.compression.state import Codebook, Compressed, Constraint, constrained
+from nerfzip.compression.state import Codebook, Compressed, Constraint, Factorized, constrained
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.tensorf import TensoRF
@@ -29,18 +33,26 @@ from nerfzip.utils.progress import progress_bar
 
 
 class Constrain(nn.Module):
-    """A parametrization applying a tensor's constraints; codebooks become parameters."""
+    """A parametrization applying a tensor's constraints; codebooks become parameters, and a
+    factorised tensor's latent tensors are its core and factors (``right_inverse``)."""
 
     def __init__(self, constraints: list[Constraint]):
         super().__init__()
         self.constraints = constraints
         self.codebooks = nn.ParameterList(
             [nn.Parameter(c.codebook.clone()) for c in constraints if isinstance(c, Codebook)])
+        self.factorized = next((c for c in constraints if isinstance(c, Factorized)), None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def right_inverse(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        if self.factorized is None:
+            return x
+        return tuple(p.to(x.device).clone() for p in self.factorized.parts)
+
+    def forward(self, *latent: Tensor) -> Tensor:
         books = iter(self.codebooks)
         cons = [Codebook(c.axis, c.indices, next(books)) if isinstance(c, Codebook) else c
-                for c in self.constraints]
+                for c in self.constraints if not isinstance(c, Factorized)]
+        x = latent[0] if self.factorized is None else self.factorized.product(list(latent))
         return constrained(x, cons)
 
 
@@ -83,12 +95,18 @@ def finetune(model: RadianceModel | Compressed, steps: int = 1000, batch_size: i
         for _ in range(steps):
             rays, target = scene.random_rays("train", batch_size, gen)
             rays, target = rays.to(device), target.to(device)
-            out = render_rays(field, rays, c.model.background, c.model.render,
-                              c.model.occupancy, train=True, generator=gen)
-            mse = F.mse_loss(out["rgb"], target)
-            loss = mse + (F.mse_loss(out["rgb_coarse"], target) if "rgb_coarse" in out else 0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with parametrize.cached():
+                # Computed once per step, here, with gradients: the renderer's first read of
+                # them is in its gradient-free pass, which would otherwise fill the cache.
+                for name in hooks:
+                    getattr(*owner(field, name))
+                out = render_rays(field, rays, c.model.background, c.model.render,
+                                  c.model.occupancy, train=True, generator=gen)
+                mse = F.mse_loss(out["rgb"], target)
+                loss = mse + (F.mse_loss(out["rgb_coarse"], target) if "rgb_coarse" in out
+                              else 0)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             opt.step()
             psnrs.append(-10.0 * math.log10(max(float(mse.detach()), 1e-10)))
             bar.update(1)
@@ -98,6 +116,10 @@ def finetune(model: RadianceModel | Compressed, steps: int = 1000, batch_size: i
         field.eval()
         for name, hook in hooks.items():
             module, attr = owner(field, name)
+            if hook.factorized is not None:  # keep the trained factors, on their fixed grids
+                latent = module.parametrizations[attr]
+                hook.factorized.set_parts([getattr(latent, f"original{i}") for i in
+                                           range(len(hook.factorized.parts))], new_grids=False)
             parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
             books = iter(hook.codebooks)
             c.constraints[name] = [
