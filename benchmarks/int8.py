@@ -16,8 +16,7 @@ from common import render_seconds
 
 from nerfzip.data.scene import load_scene
 from nerfzip.evaluation.evaluate import evaluate
-from nerfzip.rendering.int8 import int8_field, sample_points, time_forward
-from nerfzip.rendering.model import RadianceModel
+from nerfzip.rendering.int8 import sample_points, time_forward, with_int8
 from nerfzip.training.checkpoint import load_model
 from nerfzip.utils.io import write_json
 from nerfzip.utils.machine import machine_info
@@ -36,8 +35,7 @@ def main() -> None:
     model = load_model(args.model)
     scene = load_scene(model.space.source, downscale=model.space.downscale)
     name = args.name or f"{scene.name}_{model.field.family}"
-    q = RadianceModel(int8_field(model.field), model.render, model.space, model.occupancy,
-                      dict(model.meta))
+    q, _ = with_int8(model, "on")
     x, d = sample_points(model.field, 65536)
     views = list(range(0, len(scene.split("test")), args.every))
     rows = {}
