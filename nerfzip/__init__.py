@@ -38,6 +38,7 @@ API = {
     "prune": "nerfzip.compression.prune", "quantize": "nerfzip.compression.quantize",
     "half": "nerfzip.compression.quantize", "vector_quantize": "nerfzip.compression.vq",
     "finetune": "nerfzip.compression.finetune", "low_rank": "nerfzip.compression.low_rank",
+    "distill": "nerfzip.compression.distill",
     "run_pipeline": "nerfzip.compression.pipeline",
     "parse_pipeline": "nerfzip.compression.pipeline", "Compressed": "nerfzip.compression.state",
 }
@@ -69,8 +70,9 @@ def import_nerf_pytorch(checkpoint: str | Path, scene: Scene) -> RadianceModel:
 
 
 __all__ = [
-    "Compressed", "defaults_for", "evaluate", "finetune", "half", "import_nerf_pytorch", "info",
-    "load", "load_model", "load_scene", "low_rank", "NerfzipError", "parse_pipeline", "prune",
+    "Compressed", "defaults_for", "distill", "evaluate", "finetune", "half",
+    "import_nerf_pytorch", "info", "load", "load_model", "load_scene", "low_rank",
+    "NerfzipError", "parse_pipeline", "prune",
     "quantize", "RadianceModel", "render", "RenderConfig", "run_pipeline", "save", "save_model",
     "SaveOptions", "Scene", "train", "TrainConfig", "vector_quantize",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from nerfzip.compression.decompose import convert, reduce_rank, tensor_decompose
+from nerfzip.compression.distill import distill
 from nerfzip.compression.finetune import finetune
 from nerfzip.compression.low_rank import low_rank
 from nerfzip.compression.prune import prune
@@ -33,6 +34,7 @@ PASSES: dict[str, Callable[..., tuple[Compressed, dict[str, Any]]]] = {
     "prune": prune, "quant": quantize, "half": half, "vq": vector_quantize,
     "finetune": finetune, "low_rank": low_rank,
     "tensor_decompose": tensor_decompose, "reduce_rank": reduce_rank, "convert": convert,
+    "distill": distill,
 }
 
 PRESETS = {
