@@ -39,6 +39,8 @@ API = {
     "half": "nerfzip.compression.quantize", "vector_quantize": "nerfzip.compression.vq",
     "finetune": "nerfzip.compression.finetune", "low_rank": "nerfzip.compression.low_rank",
     "distill": "nerfzip.compression.distill",
+    "tensor_decompose": "nerfzip.compression.decompose",
+    "reduce_rank": "nerfzip.compression.decompose", "convert": "nerfzip.compression.decompose",
     "run_pipeline": "nerfzip.compression.pipeline",
     "parse_pipeline": "nerfzip.compression.pipeline", "Compressed": "nerfzip.compression.state",
 }
@@ -70,9 +72,9 @@ def import_nerf_pytorch(checkpoint: str | Path, scene: Scene) -> RadianceModel:
 
 
 __all__ = [
-    "Compressed", "defaults_for", "distill", "evaluate", "finetune", "half",
+    "Compressed", "convert", "defaults_for", "distill", "evaluate", "finetune", "half",
     "import_nerf_pytorch", "info", "load", "load_model", "load_scene", "low_rank",
-    "NerfzipError", "parse_pipeline", "prune",
-    "quantize", "RadianceModel", "render", "RenderConfig", "run_pipeline", "save", "save_model",
-    "SaveOptions", "Scene", "train", "TrainConfig", "vector_quantize",
+    "NerfzipError", "parse_pipeline", "prune", "quantize", "RadianceModel", "reduce_rank",
+    "render", "RenderConfig", "run_pipeline", "save", "save_model", "SaveOptions", "Scene",
+    "tensor_decompose", "train", "TrainConfig", "vector_quantize",
 ]
