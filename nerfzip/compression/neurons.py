@@ -28,8 +28,8 @@ from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.encoding import positional_encoding
 from nerfzip.rendering.model import RadianceModel
-from nerfzip.rendering.samplers import sample_pdf, stratified
-from nerfzip.rendering.volrend import render_weights
+from nerfzip.rendering.renderer import importance_depths, shade_samples
+from nerfzip.rendering.samplers import stratified
 
 CALIBRATION_RAYS = 2048
 CALIBRATION_POINTS = 1 << 16
@@ -48,13 +48,9 @@ def calibration_points(model: RadianceModel, scene: Scene, seed: int = 0
     field = model.field
     coarse = field.coarse_field() if hasattr(field, "coarse_field") else field
     z = stratified(rays.near, rays.far, cfg.n_coarse, perturb=True, generator=gen)
-    pts = rays.origins[:, None, :] + z[..., None] * rays.directions[:, None, :]
-    sigma = coarse.density(pts.reshape(-1, 3)).view(z.shape)
-    dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], cfg.last_delta)], -1)
-    weights, _ = render_weights(sigma, dists * rays.directions.norm(dim=-1, keepdim=True))
-    mids = 0.5 * (z[:, 1:] + z[:, :-1])
-    z_fine = sample_pdf(mids, weights[:, 1:-1], cfg.n_fine, deterministic=False, generator=gen)
-    z_all = torch.cat([z, z_fine], dim=-1)
+    weights = shade_samples(coarse, rays, z, model.background, cfg.last_delta,
+                            rgb=False)["weights"]
+    z_all = importance_depths(z, weights, cfg.n_fine, deterministic=False, generator=gen)
     pts = rays.origins[:, None, :] + z_all[..., None] * rays.directions[:, None, :]
     dirs = rays.viewdirs[:, None, :].expand_as(pts)
     pts, dirs = pts.reshape(-1, 3), dirs.reshape(-1, 3)

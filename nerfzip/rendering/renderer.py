@@ -173,16 +173,23 @@ def render_hierarchical(field: Field, rays: RayBundle, background: Tensor, cfg: 
     # The coarse colour only feeds the training loss: inference asks the coarse net for density.
     need_coarse_rgb = train or torch.is_grad_enabled()
     out_c = shade_samples(coarse, rays, z, background, cfg.last_delta, need_coarse_rgb)
-    mids = 0.5 * (z[:, 1:] + z[:, :-1])
-    z_fine = sample_pdf(mids, out_c["weights"][:, 1:-1].detach(), cfg.n_fine,
-                        deterministic=not train, generator=generator)
-    z_all, _ = torch.sort(torch.cat([z, z_fine.detach()], dim=-1), dim=-1)
+    z_all = importance_depths(z, out_c["weights"].detach(), cfg.n_fine, not train, generator)
     out_f = shade_samples(field, rays, z_all, background, cfg.last_delta)
     out = {"rgb": out_f["rgb"], "acc": out_f["weights"].sum(-1),
            "num_samples": torch.tensor(float(z.numel() + z_all.numel()))}
     if need_coarse_rgb:
         out["rgb_coarse"] = out_c["rgb"]
     return out
+
+
+def importance_depths(z: Tensor, weights: Tensor, n_fine: int, deterministic: bool,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """NeRF's fine samples: ``n_fine`` depths drawn from the coarse ``weights`` at ``z`` [R, S],
+    merged with ``z`` in order -> [R, S + n_fine]."""
+    mids = 0.5 * (z[:, 1:] + z[:, :-1])
+    z_fine = sample_pdf(mids, weights[:, 1:-1], n_fine, deterministic=deterministic,
+                        generator=generator)
+    return torch.sort(torch.cat([z, z_fine.detach()], dim=-1), dim=-1).values
 
 
 def shade_samples(field: Field, rays: RayBundle, z: Tensor, background: Tensor,
