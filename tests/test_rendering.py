@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from nerfzip.data.cameras import RayBundle
+from nerfzip.fields.tensorf import TensoRF, TensoRFConfig
+from nerfzip.errors import NerfzipError
+from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_rays
 from nerfzip.rendering.samplers import march, pack_valid, ray_aabb, sample_pdf
@@ -155,3 +158,73 @@ def test_orbit_cameras_look_at_the_scene_centre():
         closest = eye - (eye @ fwd) * fwd
         assert closest.norm() < 1e-4
         assert abs(eye.norm().item() - math.sqrt(10)) < 1e-3
+
+
+def small_tensorf(decomposition: str) -> TensoRF:
+    cfg = TensoRFConfig(decomposition=decomposition, resolution=(9, 11, 13),
+                        density_components=4, appearance_components=6, app_dim=5,
+                        decoder_hidden=16, density_shift=0.0, init_scale=0.5)
+    return TensoRF(cfg, torch.tensor([[-1.0, -0.8, -0.6], [1.0, 0.8, 0.6]]), seed=3)
+
+
+@pytest.mark.parametrize("decomposition", ["vm", "cp"])
+def test_baked_density_is_exact_and_follows_changes(decomposition):
+    field = small_tensorf(decomposition)
+    x = (torch.rand(2000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * field.aabb[1]
+    with torch.no_grad():
+        direct = field.density(x)  # training mode: factors queried directly
+        field.eval()
+        baked = field.density(x)
+        assert field._baked is not None
+        assert torch.allclose(baked, direct, rtol=1e-5, atol=1e-5)
+        field.density_grids.lines[0].mul_(2.0)  # an in-place edit must rebuild the volume
+        field.train()
+        direct2 = field.density(x)
+        field.eval()
+        assert not torch.allclose(direct2, direct)
+        assert torch.allclose(field.density(x), direct2, rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_inference_march_matches_the_training_march():
+    """Inference marches lazily in windows and stops rays early; with an occupancy grid it must
+    composite the same samples as the packed march of the differentiable renderer."""
+    field = small_tensorf("vm")
+    field.config.density_shift = -2.0
+    field.eval()
+    grid = OccupancyGrid(field.aabb, resolution=8)
+    gen = torch.Generator().manual_seed(1)
+    grid.occupied.copy_(torch.rand(8, 8, 8, generator=gen) < 0.4)
+    o = torch.tensor([0.0, 0.0, -3.0]) + 0.3 * torch.randn(300, 3, generator=gen)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.3 * torch.randn(
+        300, 3, generator=gen), dim=-1)
+    rays = RayBundle(o, d, d, torch.zeros(300), torch.full((300,), 6.0))
+    bg = torch.tensor([0.2, 0.4, 0.6])
+    cfg = RenderConfig(step_size=0.01, segment=7)
+    with torch.no_grad():
+        fast = render_rays(field, rays, bg, cfg, grid)["rgb"]
+    with torch.enable_grad():
+        full = render_rays(field, rays, bg, cfg, grid)["rgb"]
+    assert (fast - bg).abs().amax(dim=-1).gt(0.05).sum() > 30  # many rays hit something
+    assert torch.allclose(fast, full.detach(), atol=2e-3)
+
+
+def test_step_scale_halves_the_samples_and_keeps_the_image():
+    field = small_tensorf("vm")
+    field.config.density_shift = -2.0
+    model = RadianceModel(field, RenderConfig(step_size=0.005), SceneSpace([1.0] * 3, 0.0, 6.0))
+    gen = torch.Generator().manual_seed(2)
+    o = torch.tensor([0.0, 0.0, -3.0]) + 0.3 * torch.randn(200, 3, generator=gen)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.2 * torch.randn(
+        200, 3, generator=gen), dim=-1)
+    rays = RayBundle(o, d, d, torch.zeros(200), torch.full((200,), 6.0))
+    bg = model.background
+    with torch.no_grad():
+        fine = render_rays(field.eval(), rays, bg, model.render, None)
+        model.set_step_scale(2.0)
+        coarse = render_rays(field, rays, bg, model.render, None)
+    assert model.render.step_size == 0.01 and model.meta["step_scale"] == 2.0
+    assert 0.4 < float(coarse["num_samples"] / fine["num_samples"]) < 0.6
+    assert (fine["rgb"] - coarse["rgb"]).abs().max() < 0.03
+    hier = RadianceModel(field, RenderConfig(sampler="hierarchical"), model.space)
+    with pytest.raises(NerfzipError, match="no step"):
+        hier.set_step_scale(2.0)

@@ -80,6 +80,8 @@ def model_summary(model: RadianceModel) -> dict[str, Any]:
                            "pipeline": model.meta.get("pipeline", [])}
     if int8:
         out["int8"] = True
+    if "step_scale" in model.meta:
+        out["step_scale"] = model.meta["step_scale"]
     if "decode" in model.meta:
         out["file_bytes"] = model.meta["decode"]["file_bytes"]
         out["decode_seconds"] = model.meta["decode"]["seconds"]

@@ -6,7 +6,7 @@ This is what a training run saves and what evaluation, rendering (and later the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from torch import Tensor
 
 from nerfzip.data.cameras import RayBundle, image_rays
 from nerfzip.data.scene import NDCParams, Scene, make_field_rays
+from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_view_rays
@@ -60,6 +61,17 @@ class RadianceModel:
     def background(self) -> Tensor:
         return torch.tensor(self.space.background, dtype=torch.float32,
                             device=self.field.aabb.device)
+
+    def set_step_scale(self, scale: float) -> None:
+        """March with ``scale`` times the trained step (occupancy sampler): fewer samples per
+        ray for ``scale > 1``. Recorded in ``meta["step_scale"]``."""
+        if not scale > 0:
+            raise NerfzipError(f"step scale {scale}: must be positive")
+        if self.render.sampler != "occupancy":
+            raise NerfzipError(f"step scale: the {self.render.sampler} sampler has no step "
+                               "(only grid-marched fields do)")
+        self.render = replace(self.render, step_size=self.render.step_size * scale)
+        self.meta["step_scale"] = self.meta.get("step_scale", 1.0) * scale
 
     def render_rays(self, rays: RayBundle) -> Tensor:
         """Render rays in chunks without gradients: rgb [N, 3] in [0, 1]."""

@@ -20,8 +20,14 @@ from torch import Tensor
 from nerfzip.data.cameras import RayBundle
 from nerfzip.fields.base import Field
 from nerfzip.rendering.occupancy import OccupancyGrid
-from nerfzip.rendering.samplers import march, pack_valid, sample_pdf, stratified
+from nerfzip.rendering.samplers import (clip_rays, march, pack_valid, sample_pdf, stratified,
+                                        window)
 from nerfzip.rendering.volrend import composite, render_weights, transmittance
+
+
+SHADE_BATCH = 16384
+"""Colour queries per call at inference: larger batches fall out of the CPU's caches (a
+TensoRF decoder runs about 30 % slower per point at 65k points than at 16k)."""
 
 
 @dataclass
@@ -39,7 +45,7 @@ class RenderConfig:
     stop_transmittance: float = 1e-4
     """Inference: a ray stops once its transmittance falls below this."""
     segment: int = 32
-    """Inference: samples marched per ray between early-termination checks."""
+    """Inference: steps marched per ray between early-termination checks."""
     n_coarse: int = 64
     """Hierarchical sampler: stratified coarse samples per ray."""
     n_fine: int = 64
@@ -117,35 +123,49 @@ def render_occupancy(field: Field, rays: RayBundle, background: Tensor, cfg: Ren
 def render_occupancy_early_stop(field: Field, rays: RayBundle, background: Tensor,
                                 cfg: RenderConfig, occupancy: OccupancyGrid | None
                                 ) -> dict[str, Tensor]:
-    """Inference marching in segments of ``cfg.segment`` samples, with early termination."""
-    t, valid, delta = march(rays, field.aabb, cfg.step_size, occupancy, None, cfg.max_samples)
+    """Inference: the same samples as ``render_occupancy``, marched lazily in windows of
+    ``cfg.segment`` steps. A ray leaves the march once its transmittance falls below
+    ``cfg.stop_transmittance`` (early termination) or it runs out of range, so neither the
+    field nor the occupancy grid is queried behind a surface."""
+    t_enter, t_exit, step_t, n_steps = clip_rays(rays, field.aabb, cfg.step_size)
+    delta = step_t * rays.directions.norm(dim=-1)
+    device = rays.origins.device
     r = len(rays)
-    rgb = torch.zeros(r, 3, device=rays.origins.device)
-    trans = torch.ones(r, device=rays.origins.device)
-    active = torch.arange(r, device=rays.origins.device)
+    trans = torch.ones(r, device=device)
+    active = torch.arange(r, device=device)
     n_evals = 0
-    for start in range(0, t.shape[1], cfg.segment):
-        seg_valid = valid[active, start:start + cfg.segment]
-        keep = seg_valid.any(dim=1)
-        active, seg_valid = active[keep], seg_valid[keep]
+    # Colour does not change transmittance: the visible samples of all windows are shaded
+    # together at the end, in one large batch.
+    shade: list[tuple[Tensor, Tensor, Tensor]] = []
+    last = int(min(float(n_steps.max()) if r else 0.0, cfg.max_samples))
+    for start in range(0, last, cfg.segment):
+        active = active[n_steps[active] > start]
         if active.numel() == 0:
             break
-        seg_t = t[active, start:start + cfg.segment]
+        size = min(cfg.segment, last - start)
         sub = rays.index(active)
+        seg_t, seg_valid = window(sub, t_enter[active], t_exit[active], step_t[active], start,
+                                  size, occupancy)
         pts, ray_idx = sample_points(sub, seg_t, seg_valid)
+        ray_idx = active[ray_idx]
+        if pts.shape[0] == 0:
+            continue
         n_evals += pts.shape[0]
         sigma = torch.zeros_like(seg_t).masked_scatter(seg_valid, field.density(pts))
         w, t_after = render_weights(sigma, delta[active][:, None].expand_as(seg_t))
         w = w * trans[active][:, None]
         visible = (w > cfg.weight_threshold) & seg_valid
-        if bool(visible.any()):
-            vis_flat = visible[seg_valid]
-            colours = field.radiance(pts[vis_flat], sub.viewdirs[ray_idx[vis_flat]])
-            seg_rgb = torch.zeros(*seg_t.shape, 3, device=t.device)
-            seg_rgb[visible] = colours
-            rgb.index_add_(0, active, composite(w, seg_rgb))
+        vis_flat = visible[seg_valid]
+        shade.append((pts[vis_flat], ray_idx[vis_flat], w[visible]))
         trans[active] = trans[active] * t_after
         active = active[trans[active] > cfg.stop_transmittance]
+    rgb = torch.zeros(r, 3, device=device)
+    if shade:
+        pts, ray_idx, w = (torch.cat(parts) for parts in zip(*shade))
+        for i in range(0, pts.shape[0], SHADE_BATCH):
+            sl = slice(i, i + SHADE_BATCH)
+            colours = field.radiance(pts[sl], rays.viewdirs[ray_idx[sl]])
+            rgb.index_add_(0, ray_idx[sl], w[sl, None] * colours)
     acc = 1.0 - trans
     rgb = rgb + trans[:, None] * background
     return {"rgb": rgb, "acc": acc, "num_samples": torch.tensor(float(n_evals))}

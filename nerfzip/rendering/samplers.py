@@ -28,6 +28,32 @@ def ray_aabb(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor,
     return t_enter, t_exit
 
 
+def clip_rays(rays: RayBundle, aabb: Tensor, step: float
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Each ray's range inside both the box and [near, far], ``t_enter`` and ``t_exit`` [R],
+    the step in units of t, ``step_t`` [R] (``step / |d|``: |d| differs from 1 in NDC), and the
+    number of steps that cover the range, ``n_steps`` [R]."""
+    t_enter, t_exit = ray_aabb(rays.origins, rays.directions, aabb)
+    t_enter = torch.maximum(t_enter, rays.near)
+    t_exit = torch.minimum(t_exit, rays.far)
+    step_t = step / rays.directions.norm(dim=-1)
+    n_steps = torch.ceil((t_exit - t_enter) / step_t).clamp(min=0)
+    return t_enter, t_exit, step_t, n_steps
+
+
+def window(rays: RayBundle, t_enter: Tensor, t_exit: Tensor, step_t: Tensor, start: int,
+           size: int, occupancy: OccupancyGrid | None, jitter: Tensor | float = 0.5
+           ) -> tuple[Tensor, Tensor]:
+    """Steps ``start .. start + size`` of each ray: midpoints ``t`` [R, size] and whether each
+    lies inside the ray's range and in an occupied cell, ``valid`` [R, size] (not packed)."""
+    ar = torch.arange(start, start + size, device=t_enter.device, dtype=torch.float32)
+    t = t_enter[:, None] + (ar[None, :] + jitter) * step_t[:, None]
+    valid = t < t_exit[:, None]
+    if occupancy is not None:
+        valid &= occupied_along(rays, t_enter, t, step_t, occupancy)
+    return t, valid
+
+
 def march(rays: RayBundle, aabb: Tensor, step: float, occupancy: OccupancyGrid | None,
           jitter: Tensor | None = None, max_samples: int = 2048
           ) -> tuple[Tensor, Tensor, Tensor]:
@@ -38,24 +64,15 @@ def march(rays: RayBundle, aabb: Tensor, step: float, occupancy: OccupancyGrid |
     order, so S is the largest number of occupied samples on any ray (not the longest ray).
     ``jitter`` [R] in [0, 1) offsets each ray's samples (stratified training samples).
     """
-    t_enter, t_exit = ray_aabb(rays.origins, rays.directions, aabb)
-    t_enter = torch.maximum(t_enter, rays.near)
-    t_exit = torch.minimum(t_exit, rays.far)
-    dnorm = rays.directions.norm(dim=-1)
-    step_t = step / dnorm  # step in units of t (|d| differs from 1 in NDC)
-    n_steps = torch.ceil((t_exit - t_enter) / step_t).clamp(min=0)
+    t_enter, t_exit, step_t, n_steps = clip_rays(rays, aabb, step)
+    delta = step_t * rays.directions.norm(dim=-1)
     s_max = int(min(float(n_steps.max()) if n_steps.numel() else 0.0, max_samples))
-    r = rays.origins.shape[0]
     if s_max == 0:
-        empty = torch.zeros(r, 0, device=rays.origins.device)
-        return empty, empty.bool(), step_t * dnorm
+        empty = torch.zeros(len(rays), 0, device=rays.origins.device)
+        return empty, empty.bool(), delta
     offs = 0.5 if jitter is None else jitter[:, None]
-    ar = torch.arange(s_max, device=rays.origins.device, dtype=torch.float32)
-    t = t_enter[:, None] + (ar[None, :] + offs) * step_t[:, None]
-    valid = t < t_exit[:, None]
-    if occupancy is not None:
-        valid &= occupied_along(rays, t_enter, t, step_t, occupancy)
-    return *pack_valid(t, valid), step_t * dnorm
+    t, valid = window(rays, t_enter, t_exit, step_t, 0, s_max, occupancy, offs)
+    return *pack_valid(t, valid), delta
 
 
 def occupied_along(rays: RayBundle, t_enter: Tensor, t: Tensor, step_t: Tensor,
