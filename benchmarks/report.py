@@ -103,6 +103,20 @@ def int8_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def render_table(records: list[dict]) -> list[str]:
+    rows = ["| model | test views | inference path | step | PSNR | SSIM | render s/view | "
+            "vs baked | commit | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        base = r["rows"]["baked"]["render_seconds_median"]
+        for label, x in r["rows"].items():
+            rows.append(f"| {r['name']} | {x['views']} (every {r['every']}th) | {label} | "
+                        f"{x['step_size']:.5f} | {x['psnr']:.3f} | {x['ssim']:.4f} | "
+                        f"**{x['render_seconds_median']:.2f}** | "
+                        f"{base / x['render_seconds_median']:.2f}x | {r['machine']['commit']} | "
+                        f"`{r['command']}` |")
+    return rows
+
+
 def vs_render(psnr: float) -> str:
     """PSNR of a decoded model's renders against the float32 model's (inf: identical)."""
     return "identical" if psnr == float("inf") or psnr > 200 else f"{psnr:.1f} dB"
@@ -170,10 +184,12 @@ def main() -> None:
     codec = [r for r in records if r.get("benchmark") == "codec"]
     compress = [r for r in records if r.get("benchmark") == "compress"]
     int8 = [r for r in records if r.get("benchmark") == "int8"]
+    render = [r for r in records if r.get("benchmark") == "render"]
     machine = (train or imported)[0]["machine"] if records else {}
     lines = [START, "", f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
              f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.", "",
              "### Training: test PSNR against training time", "", *train_table(train), "",
+             "### Render time of a trained model", "", *render_table(render), "",
              "### Imported nerf-pytorch models", "", *imported_table(imported), "",
              "### The .nrz codec (precision only, no compression passes)", "",
              *codec_table(codec), "", "Entropy coding of symbol arrays of at least 10^5 "
