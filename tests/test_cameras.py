@@ -45,6 +45,18 @@ def test_top_left_pixel_direction():
     assert d[0] < 0 and d[1] > 0 and d[2] < 0  # left, up, forward
 
 
+def test_corner_offset_is_nerf_pytorch_convention():
+    # nerf-pytorch casts the ray of pixel (i, j) through (i, j): with cx = W / 2 the ray of
+    # pixel (W / 2, H / 2) is the optical axis, half a pixel away from our centre ray.
+    cams = one_camera(6, 8, fx=10.0, fy=10.0, cx=3.0, cy=4.0)
+    _, d = pixel_rays(cams, torch.tensor([0]), torch.tensor([3]), torch.tensor([4]), offset=0.0)
+    torch.testing.assert_close(d[0], torch.tensor([0.0, 0.0, -1.0]))
+    _, d_centre = ray(cams, 3, 4)
+    assert d_centre[0] > 0 and d_centre[1] < 0  # the centre ray is right of and below it
+    o_all, d_all = image_rays(cams, 0, offset=0.0)
+    torch.testing.assert_close(d_all[4 * 6 + 3], torch.tensor([0.0, 0.0, -1.0]))
+
+
 def test_principal_point_offset():
     cams = one_camera(8, 8, fx=6.0, fy=6.0, cx=2.5, cy=5.5)
     _, d = ray(cams, 2, 5)  # the pixel whose centre is the (off-centre) principal point

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -15,7 +16,10 @@ from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import build_field
 from nerfzip.fields.encoding import encoding_dim, positional_encoding
 from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
-from nerfzip.importers.nerf_pytorch import import_nerf_pytorch, load_nerf_pytorch_checkpoint
+from nerfzip.data.scene import load_scene
+from nerfzip.importers.nerf_pytorch import (import_as_model, import_nerf_pytorch,
+                                            load_nerf_pytorch_checkpoint)
+from nerfzip.training.checkpoint import load_model, save_model
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 CHECKPOINTS = {
@@ -210,6 +214,21 @@ def test_import_skip_and_coarse_only(tmp_path):
         sigma, rgb = field(x, d)
     torch.testing.assert_close(sigma, sigma_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(rgb, rgb_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_imported_model_keeps_nerf_pytorch_pixel_corners_through_save_and_load(tmp_path):
+    path = tmp_path / "m.ckpt"
+    torch.save({"iter": 1, "model_coarse_state_dict": synthetic_state_dict(None),
+                "model_fine_state_dict": None}, path)
+    model = import_as_model(path, load_scene("procedural"))
+    assert model.space.pixel_offset == 0.0
+    save_model(model, tmp_path / "imported.safetensors")
+    assert load_model(tmp_path / "imported.safetensors").space.pixel_offset == 0.0
+    # Models with the default (pixel centres) do not spell it out, so older files stay the same.
+    model.space = dataclasses.replace(model.space, pixel_offset=0.5)
+    assert "pixel_offset" not in model.space.to_dict()
+    save_model(model, tmp_path / "own.safetensors")
+    assert load_model(tmp_path / "own.safetensors").space.pixel_offset == 0.5
 
 
 @pytest.mark.parametrize("mutate, message", [

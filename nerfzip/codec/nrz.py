@@ -137,7 +137,7 @@ def model_header(model: RadianceModel) -> dict[str, Any]:
     occ = model.occupancy
     return {"format": "nrz", "writer": f"nerfzip {__version__}",
             "field": model.field.config_dict(), "render": asdict(model.render),
-            "space": asdict(model.space),
+            "space": model.space.to_dict(),
             "occupancy": None if occ is None else {"resolution": occ.resolution,
                                                    "aabb": occ.aabb.tolist()},
             "pipeline": list(model.meta.get("pipeline", [])),

@@ -104,15 +104,18 @@ def undistort_points(xd: Tensor, yd: Tensor, dist: Tensor, iters: int = 10
     return x, y
 
 
-def pixel_rays(cameras: Cameras, cam_idx: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def pixel_rays(cameras: Cameras, cam_idx: Tensor, u: Tensor, v: Tensor, offset: float = 0.5
+               ) -> tuple[Tensor, Tensor]:
     """World-space origins and unit directions for pixels ``(u, v)`` of cameras ``cam_idx``.
 
     ``cam_idx``, ``u`` (column) and ``v`` (row) are integer tensors of the same shape [M];
-    returns ``origins [M, 3]`` and ``directions [M, 3]``.
+    returns ``origins [M, 3]`` and ``directions [M, 3]``. Rays pass through ``(u + offset,
+    v + offset)``: 0.5 is the pixel's centre (our convention), 0 its top-left corner (the
+    convention nerf-pytorch trained its models with).
     """
     cam_idx = cam_idx.long()
-    x = (u.float() + 0.5 - cameras.cx[cam_idx]) / cameras.fx[cam_idx]
-    y = (v.float() + 0.5 - cameras.cy[cam_idx]) / cameras.fy[cam_idx]
+    x = (u.float() + offset - cameras.cx[cam_idx]) / cameras.fx[cam_idx]
+    y = (v.float() + offset - cameras.cy[cam_idx]) / cameras.fy[cam_idx]
     if cameras.distortion is not None:
         dist = cameras.distortion[cam_idx].float()
         if bool((dist != 0).any()):
@@ -125,12 +128,13 @@ def pixel_rays(cameras: Cameras, cam_idx: Tensor, u: Tensor, v: Tensor) -> tuple
     return origins, dirs
 
 
-def image_rays(cameras: Cameras, index: int) -> tuple[Tensor, Tensor]:
-    """Origins and directions for every pixel of camera ``index``, row-major: [H*W, 3] each."""
+def image_rays(cameras: Cameras, index: int, offset: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Origins and directions for every pixel of camera ``index``, row-major: [H*W, 3] each
+    (``offset``: where in the pixel the ray passes, as in ``pixel_rays``)."""
     w, h = int(cameras.width[index]), int(cameras.height[index])
     v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     cam = torch.full((h * w,), index, dtype=torch.long)
-    return pixel_rays(cameras, cam, u.reshape(-1), v.reshape(-1))
+    return pixel_rays(cameras, cam, u.reshape(-1), v.reshape(-1), offset)
 
 
 def to_ndc(origins: Tensor, directions: Tensor, focal: float, width: int, height: int,

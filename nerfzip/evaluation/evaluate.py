@@ -114,7 +114,7 @@ def render_path(model: RadianceModel, cams: Cameras, out_dir: str | Path, path: 
     for k, pose in enumerate(poses):
         cam = Cameras(pose[None], base.fx, base.fy, base.cx, base.cy, base.width, base.height,
                       None)
-        o, d = image_rays(cam, 0)
+        o, d = image_rays(cam, 0, model.space.pixel_offset)
         rgb = model.render_rays(model.space.make_rays(o, d).to(model.field.aabb.device))
         img = to_uint8(rgb.view(int(base.height[0]), int(base.width[0]), 3).cpu()).numpy()
         write_image(out / "frames" / f"{k:04d}.png", img)

@@ -211,8 +211,9 @@ def import_as_model(path: str | Path, scene: Scene, downscale: int | None = None
                     ) -> RadianceModel:
     """A renderable model of the checkpoint on ``scene``: the hierarchical sampling it was
     trained with (64 coarse + 64 fine samples, linear in depth, NeRF's infinite last
-    interval), in the scene's space (world with near/far, or NDC for forward-facing scenes)."""
+    interval), in the scene's space (world with near/far, or NDC for forward-facing scenes),
+    with rays through pixel corners as nerf-pytorch cast them in training."""
     field, report = import_nerf_pytorch(path, scene.aabb)
     render = RenderConfig(sampler="hierarchical", n_coarse=64, n_fine=64)
-    return RadianceModel(field, render, SceneSpace.of(scene, downscale), None,
-                         {"imported": report})
+    space = dataclasses.replace(SceneSpace.of(scene, downscale), pixel_offset=0.0)
+    return RadianceModel(field, render, space, None, {"imported": report})

@@ -32,6 +32,17 @@ class SceneSpace:
     source: str = ""
     format: str = ""
     downscale: int | None = None
+    pixel_offset: float = 0.5
+    """Where a pixel's ray passes: 0.5 its centre (models trained here), 0 its top-left corner
+    (nerf-pytorch's convention, kept for the models imported from it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as saved in a file. ``pixel_offset`` is written only when it is not the
+        default, so files made before it existed stay byte-identical."""
+        out = asdict(self)
+        if self.pixel_offset == 0.5:
+            del out["pixel_offset"]
+        return out
 
     @classmethod
     def of(cls, scene: Scene, downscale: int | None = None) -> SceneSpace:
@@ -82,7 +93,7 @@ class RadianceModel:
         """Render one view of ``scene``: [H, W, 3] float in [0, 1]."""
         cams = scene.split(split).cameras
         h, w = int(cams.height[index]), int(cams.width[index])
-        o, d = image_rays(cams, index)
+        o, d = image_rays(cams, index, self.space.pixel_offset)
         rays = self.space.make_rays(o, d).to(self.field.aabb.device)
         return self.render_rays(rays).view(h, w, 3).cpu()
 

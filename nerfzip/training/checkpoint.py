@@ -42,7 +42,7 @@ def model_tensors(model: RadianceModel) -> dict[str, Tensor]:
 
 def model_header(model: RadianceModel) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "field": model.field.config_dict(),
-            "render": asdict(model.render), "space": asdict(model.space),
+            "render": asdict(model.render), "space": model.space.to_dict(),
             "occupancy_resolution": model.occupancy.resolution if model.occupancy else None,
             "meta": model.meta}
 

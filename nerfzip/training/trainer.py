@@ -202,7 +202,7 @@ class Trainer:
         """Train to ``cfg.iters``; Ctrl-C writes a checkpoint before stopping."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / "config.json",
-                   {"train": asdict(self.cfg), "scene": asdict(self.model.space)})
+                   {"train": asdict(self.cfg), "scene": self.model.space.to_dict()})
         bar = progress_bar(total=self.cfg.iters, initial=self.step, desc="train", quiet=quiet)
         try:
             while self.step < self.cfg.iters:
