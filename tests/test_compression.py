@@ -279,3 +279,23 @@ def test_neuron_pruning_with_reconstruction_beats_a_plain_cut(scene):
 
     (sp, cp), (sf, cf) = errors(plain.model), errors(fitted.model)
     assert sf < 0.5 * sp and cf < 0.5 * cp, (sp, cp, sf, cf)
+
+
+def test_neuron_pruning_refit_lowers_the_distillation_loss_and_the_error(scene):
+    from nerfzip.compression.neurons import calibration_points
+
+    model = small_mlp()
+    x, d = calibration_points(model, scene, seed=5)
+    fitted, _ = prune(model, 0.5, method="neurons", scene=scene)
+    tuned, report = prune(model, 0.5, method="neurons", refit_steps=200, scene=scene)
+    for name in ("fine", "coarse"):
+        r = report[f"{name}_refit"]
+        assert r["loss_after"] < 0.85 * r["loss_before"], r
+
+    def colour_error(m):
+        with torch.no_grad():
+            return float((m.field(x, d)[1] - model.field(x, d)[1]).abs().mean())
+
+    assert colour_error(tuned.model) < colour_error(fitted.model)
+    with pytest.raises(NerfzipError, match="needs the scene"):
+        prune(model, 0.5, method="neurons", refit_steps=10)

@@ -10,7 +10,8 @@ components so the field really shrinks.
 - ``occupancy``: grid fields; entries no occupied cell projects onto.
 - ``neurons`` (structured): MLP NeRFs; the ``ratio`` of each trunk layer's neurons that
   matter least are removed, so every matrix really shrinks; given the scene, the kept weights
-  are refitted to reproduce the original layers (``neurons.py``).
+  are refitted to reproduce the original layers (``neurons.py``), and ``refit_steps`` of
+  training at the calibration samples then match the original network end to end.
 - ``components`` (structured): grid fields; the ``ratio`` of density and appearance
   components with the smallest plane-norm x line-norm are removed from every mode (and the
   appearance basis loses the matching columns), so rendering does less work.
@@ -48,7 +49,8 @@ def weight_tensors(c: Compressed) -> dict[str, Tensor]:
 
 def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
           scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
-          n_rays: int = 1 << 20, *, scene: Scene | None = None) -> tuple[Compressed, dict]:
+          n_rays: int = 1 << 20, refit_steps: int = 0, *, scene: Scene | None = None
+          ) -> tuple[Compressed, dict]:
     """Prune a copy of ``model``; returns it and a report."""
     c = Compressed.of(model)
     if method not in METHODS:
@@ -59,7 +61,7 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
         report = prune_components(c, ratio)
     elif method == "neurons":
         _validate_ratio(ratio)
-        report = prune_neurons(c, ratio, scene)
+        report = prune_neurons(c, ratio, scene, refit_steps)
     else:
         require_tensorf(c.model, f"prune(method={method})")
         if method == "importance":
