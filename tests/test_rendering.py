@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from nerfzip.data.cameras import RayBundle
+from nerfzip.data.cameras import Cameras, RayBundle
+from nerfzip.fields.base import Field
 from nerfzip.fields.tensorf import TensoRF, TensoRFConfig
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel, SceneSpace
@@ -228,3 +229,58 @@ def test_step_scale_halves_the_samples_and_keeps_the_image():
     hier = RadianceModel(field, RenderConfig(sampler="hierarchical"), model.space)
     with pytest.raises(NerfzipError, match="no step"):
         hier.set_step_scale(2.0)
+
+
+class FogField(Field):
+    """Dense fog of one colour filling the NDC box: every ray that enters it saturates."""
+
+    family = "fog"
+
+    def __init__(self):
+        super().__init__(torch.tensor([[-1.5, -1.67, -1.0], [1.5, 1.67, 1.0]]))
+
+    def density(self, x):
+        return torch.full(x.shape[:1], 200.0)
+
+    def radiance(self, x, d):
+        return torch.tensor([0.2, 0.5, 0.8]).expand(x.shape[0], 3)
+
+
+def forward_facing_cameras(n: int = 6) -> Cameras:
+    gen = torch.Generator().manual_seed(4)
+    c2w = torch.eye(4)[:3].repeat(n, 1, 1)
+    c2w[:, :2, 3] = 0.3 * torch.randn(n, 2, generator=gen)  # spread across the image plane
+    return Cameras(c2w, torch.full((n,), 20.0), torch.full((n,), 20.0), torch.full((n,), 8.0),
+                   torch.full((n,), 6.0), torch.full((n,), 16), torch.full((n,), 12), None)
+
+
+def test_spiral_path_looks_ahead_and_renders_ndc_fog(tmp_path):
+    """The spiral stays around the cameras, keeps looking at a point in front of them, and an
+    NDC render of saturating fog along it shows the fog's colour in every pixel."""
+    from nerfzip.evaluation.camera_path import spiral_path
+    from nerfzip.evaluation.evaluate import render_path
+
+    cams = forward_facing_cameras()
+    poses = spiral_path(cams, 8, focus_depth=3.0)
+    centre = cams.c2w[:, :, 3].mean(0)
+    target = centre + torch.tensor([0.0, 0.0, -3.0])
+    for pose in poses:
+        to_target = torch.nn.functional.normalize(target - pose[:, 3], dim=0)
+        assert torch.allclose(-pose[:, 2], to_target, atol=1e-5)  # -z looks at the target
+        assert (pose[:, 3] - centre).norm() < 1.0
+    assert len({tuple(p[:, 3].tolist()) for p in poses}) == 8  # the camera moves
+    space = SceneSpace([0.0, 0.0, 0.0], 0.0, 1.0,
+                       ndc={"focal": 20.0, "width": 16, "height": 12, "near": 1.0})
+    model = RadianceModel(FogField(), RenderConfig(step_size=0.01), space)
+    video = render_path(model, cams, tmp_path / "v", "spiral", n_frames=3, fmt="gif",
+                        quiet=True)
+    import imageio.v3 as iio
+
+    assert video.is_file()
+    pngs = sorted((tmp_path / "v" / "frames").glob("*.png"))
+    frames = torch.stack([torch.from_numpy(iio.imread(f)) for f in pngs])
+    assert frames.shape[:3] == (3, 12, 16)
+    expected = torch.tensor([0.2, 0.5, 0.8]) * 255
+    assert (frames[..., :3].float() - expected).abs().max() <= 1.0
+    with pytest.raises(NerfzipError, match="spiral"):
+        render_path(model, cams, tmp_path / "o", "orbit", n_frames=2, quiet=True)
