@@ -12,13 +12,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nerfzip.data.scene import load_scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import build_field
 from nerfzip.fields.encoding import encoding_dim, positional_encoding
 from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
-from nerfzip.data.scene import load_scene
-from nerfzip.importers.nerf_pytorch import (import_as_model, import_nerf_pytorch,
-                                            load_nerf_pytorch_checkpoint)
+from nerfzip.importers.nerf_pytorch import (
+    import_as_model,
+    import_nerf_pytorch,
+    load_nerf_pytorch_checkpoint,
+)
 from nerfzip.training.checkpoint import load_model, save_model
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"

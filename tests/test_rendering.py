@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nerfzip.data.cameras import Cameras, RayBundle
+from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field
 from nerfzip.fields.tensorf import TensoRF, TensoRFConfig
-from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_rays

@@ -20,10 +20,8 @@ from torch import Tensor
 from nerfzip.data.cameras import RayBundle
 from nerfzip.fields.base import Field
 from nerfzip.rendering.occupancy import OccupancyGrid
-from nerfzip.rendering.samplers import (clip_rays, march, pack_valid, sample_pdf, stratified,
-                                        window)
+from nerfzip.rendering.samplers import clip_rays, march, pack_valid, sample_pdf, stratified, window
 from nerfzip.rendering.volrend import composite, render_weights, transmittance
-
 
 SHADE_BATCH = 16384
 """Colour queries per call at inference: larger batches fall out of the CPU's caches (a
