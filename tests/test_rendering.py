@@ -13,7 +13,7 @@ from nerfzip.fields.tensorf import TensoRF, TensoRFConfig
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_rays
-from nerfzip.rendering.samplers import march, pack_valid, ray_aabb, sample_pdf
+from nerfzip.rendering.samplers import clip_rays, march, pack_valid, ray_aabb, sample_pdf
 from nerfzip.rendering.volrend import composite, render_weights, transmittance
 
 
@@ -284,3 +284,21 @@ def test_spiral_path_looks_ahead_and_renders_ndc_fog(tmp_path):
     assert (frames[..., :3].float() - expected).abs().max() <= 1.0
     with pytest.raises(NerfzipError, match="spiral"):
         render_path(model, cams, tmp_path / "o", "orbit", n_frames=2, quiet=True)
+
+
+def test_sample_budget_lengthens_steps_instead_of_cutting_rays():
+    rays = slab_rays()
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    t_enter, t_exit, step_t, n_steps = clip_rays(rays, aabb, 0.001, max_steps=16)
+    assert int(n_steps.max()) == 16
+    # the budgeted steps still reach the far side of the box on every ray
+    assert torch.all(t_enter + n_steps * step_t >= t_exit - 1e-5)
+    # and the slab (1 unit of density 3 inside this box) still composites to Beer-Lambert
+    field = SlabField()
+    cfg = RenderConfig(step_size=0.001, max_samples=256)
+    out = render_rays(field, rays, torch.ones(3), cfg, None, train=False)
+    t_slab = torch.exp(-3.0 * 0.5 / rays.directions[:, 2])
+    col = field.radiance(rays.origins, rays.viewdirs)
+    expected = (1 - t_slab)[:, None] * col + t_slab[:, None]
+    assert out["num_samples"] <= 256 * len(rays)
+    assert torch.allclose(out["rgb"], expected, atol=0.03)

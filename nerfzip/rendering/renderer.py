@@ -37,7 +37,7 @@ class RenderConfig:
     step_size: float = 0.01
     """Occupancy sampler: distance between samples, in field units."""
     max_samples: int = 2048
-    """Occupancy sampler: most steps per ray."""
+    """Occupancy sampler: most steps per ray; longer rays take proportionally longer steps."""
     weight_threshold: float = 1e-4
     """Colour is evaluated only for samples whose compositing weight exceeds this."""
     stop_transmittance: float = 1e-4
@@ -125,7 +125,8 @@ def render_occupancy_early_stop(field: Field, rays: RayBundle, background: Tenso
     ``cfg.segment`` steps. A ray leaves the march once its transmittance falls below
     ``cfg.stop_transmittance`` (early termination) or it runs out of range, so neither the
     field nor the occupancy grid is queried behind a surface."""
-    t_enter, t_exit, step_t, n_steps = clip_rays(rays, field.aabb, cfg.step_size)
+    t_enter, t_exit, step_t, n_steps = clip_rays(rays, field.aabb, cfg.step_size,
+                                                 cfg.max_samples)
     delta = step_t * rays.directions.norm(dim=-1)
     device = rays.origins.device
     r = len(rays)
@@ -135,7 +136,7 @@ def render_occupancy_early_stop(field: Field, rays: RayBundle, background: Tenso
     # Colour does not change transmittance: the visible samples of all windows are shaded
     # together at the end, in one large batch.
     shade: list[tuple[Tensor, Tensor, Tensor]] = []
-    last = int(min(float(n_steps.max()) if r else 0.0, cfg.max_samples))
+    last = int(n_steps.max()) if r else 0
     for start in range(0, last, cfg.segment):
         active = active[n_steps[active] > start]
         if active.numel() == 0:

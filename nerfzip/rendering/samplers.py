@@ -28,16 +28,22 @@ def ray_aabb(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor,
     return t_enter, t_exit
 
 
-def clip_rays(rays: RayBundle, aabb: Tensor, step: float
+def clip_rays(rays: RayBundle, aabb: Tensor, step: float, max_steps: int = 2048
               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Each ray's range inside both the box and [near, far], ``t_enter`` and ``t_exit`` [R],
-    the step in units of t, ``step_t`` [R] (``step / |d|``: |d| differs from 1 in NDC), and the
-    number of steps that cover the range, ``n_steps`` [R]."""
+    the step in units of t, ``step_t`` [R], and the number of steps that cover the range,
+    ``n_steps`` [R] (at most ``max_steps``).
+
+    The step is ``step / |d|`` (|d| differs from 1 in NDC), lengthened on rays whose range
+    would need more than ``max_steps`` steps: a per-ray sample budget that keeps long rays
+    through large boxes (instant-ngp captures, NDC frustums) affordable instead of cutting
+    them short."""
     t_enter, t_exit = ray_aabb(rays.origins, rays.directions, aabb)
     t_enter = torch.maximum(t_enter, rays.near)
     t_exit = torch.minimum(t_exit, rays.far)
-    step_t = step / rays.directions.norm(dim=-1)
-    n_steps = torch.ceil((t_exit - t_enter) / step_t).clamp(min=0)
+    length = (t_exit - t_enter).clamp(min=0.0)
+    step_t = torch.maximum(step / rays.directions.norm(dim=-1), length / max_steps)
+    n_steps = torch.ceil(length / step_t).clamp(max=max_steps)
     return t_enter, t_exit, step_t, n_steps
 
 
@@ -57,16 +63,17 @@ def window(rays: RayBundle, t_enter: Tensor, t_exit: Tensor, step_t: Tensor, sta
 def march(rays: RayBundle, aabb: Tensor, step: float, occupancy: OccupancyGrid | None,
           jitter: Tensor | None = None, max_samples: int = 2048
           ) -> tuple[Tensor, Tensor, Tensor]:
-    """Equal steps of length ``step`` inside the box, kept where the grid is occupied.
+    """Equal steps of length ``step`` (at most ``max_samples`` per ray, see ``clip_rays``)
+    inside the box, kept where the grid is occupied.
 
-    Returns ``t [R, S]`` sample midpoints, ``valid [R, S]`` and ``delta`` (the sample length in
-    field units, ``step * |d|``, [R]). Valid samples of each ray are packed to the front, in
+    Returns ``t [R, S]`` sample midpoints, ``valid [R, S]`` and ``delta`` (each ray's sample
+    length in field units, ``step_t * |d|``, [R]). Valid samples of each ray are packed to the front, in
     order, so S is the largest number of occupied samples on any ray (not the longest ray).
     ``jitter`` [R] in [0, 1) offsets each ray's samples (stratified training samples).
     """
-    t_enter, t_exit, step_t, n_steps = clip_rays(rays, aabb, step)
+    t_enter, t_exit, step_t, n_steps = clip_rays(rays, aabb, step, max_samples)
     delta = step_t * rays.directions.norm(dim=-1)
-    s_max = int(min(float(n_steps.max()) if n_steps.numel() else 0.0, max_samples))
+    s_max = int(n_steps.max()) if n_steps.numel() else 0
     if s_max == 0:
         empty = torch.zeros(len(rays), 0, device=rays.origins.device)
         return empty, empty.bool(), delta

@@ -38,6 +38,9 @@ class TrainConfig:
     """TensoRF: fractions of training at which the grid grows (log-linearly in voxels)."""
     step_ratio: float = 0.5
     """Occupancy sampler: sample spacing as a fraction of a voxel."""
+    max_samples: int = 2048
+    """Occupancy sampler: most samples per ray; longer rays take proportionally longer steps
+    (the sample budget of scenes whose rays cross a large box)."""
     occupancy_resolution: int = 128
     """Cells per axis of the occupancy grid."""
     occupancy_every: int = 32
@@ -76,10 +79,15 @@ def defaults_for(scene_format: str, field: str) -> TrainConfig:
         cfg = replace(cfg, lr_net=5e-4, batch_size=1024, shrink_at=-1.0)
     if scene_format == "llff":
         # TensoRF's LLFF weights are 1.0 on a TV term it scales by 1e-2 inside; ours is unscaled.
+        # NDC rays cross the whole frustum (a 2-unit z range) and the scene fills most of it:
+        # at half-voxel steps a ray would take ~600 samples. 128 per ray (NeRF's LLFF budget
+        # is 64 + 128) and smaller batches keep a step under a second on a CPU.
         cfg = replace(cfg, n_voxels_final=400**3, tv_density=0.01, tv_app=0.01, l1_density=0.0,
-                      l1_density_late=0.0, shrink_at=-1.0)
+                      l1_density_late=0.0, shrink_at=-1.0, max_samples=128, batch_size=1024)
     elif scene_format == "nerfstudio":
-        cfg = replace(cfg, n_voxels_final=256**3, tv_density=0.001, tv_app=0.001)
+        # Cameras sit inside the aabb_scale box and rays cross up to ~4 units of it.
+        cfg = replace(cfg, n_voxels_final=256**3, tv_density=0.001, tv_app=0.001,
+                      max_samples=128, batch_size=1024)
     elif scene_format == "procedural":
         cfg = replace(cfg, n_voxels_init=32**3, n_voxels_final=96**3, occupancy_resolution=64,
                       occupancy_every=50, occupancy_warmup=100)

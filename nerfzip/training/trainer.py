@@ -54,7 +54,7 @@ def new_field(cfg: TrainConfig, scene: Scene) -> Field:
 def render_config_for(field: Field, cfg: TrainConfig) -> RenderConfig:
     if isinstance(field, TensoRF):
         step = float(field.voxel_size().mean()) * cfg.step_ratio
-        return RenderConfig(sampler="occupancy", step_size=step)
+        return RenderConfig(sampler="occupancy", step_size=step, max_samples=cfg.max_samples)
     return RenderConfig(sampler="hierarchical", n_coarse=cfg.n_coarse, n_fine=cfg.n_fine)
 
 
