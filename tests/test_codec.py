@@ -170,6 +170,18 @@ def test_exact_codebook_of_feature_vectors():
     assert node.nbytes() < grid.numel() * 4 / 40
 
 
+def test_mostly_zero_feature_vectors_round_trip_exactly():
+    # Occupancy pruning then vq: a sparse grid whose live rows come from a codebook. The sparse
+    # candidate codes a flat list of values, where feature vectors no longer exist.
+    g = torch.Generator().manual_seed(0)
+    book = torch.randn(16, 12, generator=g)
+    rows = book[torch.randint(0, 16, (4000,), generator=g)]
+    rows[torch.rand(4000, generator=g) < 0.8] = 0.0
+    grid = rows.T.reshape(1, 12, 40, 100).contiguous()
+    back, _ = roundtrip(grid, TensorSpec(vector_axis=1))
+    assert torch.equal(back, grid)
+
+
 @pytest.mark.parametrize("bits", [1, 3, 8, 12])
 @pytest.mark.parametrize("axis", [None, 1])
 def test_quant_decodes_to_exactly_the_quantized_values(bits, axis):

@@ -246,7 +246,8 @@ def sparse_node(x: Tensor, spec: TensorSpec) -> Node | None:
     gap = symbols_node(gaps, spec.coders) if where.numel() else mask
     positions, kind = (mask, "mask") if mask.nbytes() <= gap.nbytes() else (gap, "gaps")
     values = flat[nz]
-    inner_spec = replace(spec, sparse=False)
+    # The values are a flat list: feature vectors along ``vector_axis`` do not survive.
+    inner_spec = replace(spec, sparse=False, vector_axis=None)
     return Node("sparse", x.dtype, tuple(x.shape), {"positions": kind},
                 [positions, encode_tensor(values, inner_spec)], [])
 
@@ -254,7 +255,9 @@ def sparse_node(x: Tensor, spec: TensorSpec) -> Node | None:
 def quant_node(x: Tensor, spec: TensorSpec) -> Node:
     if not 1 <= spec.bits <= 16:
         raise ValueError(f"quantization to {spec.bits} bits (1-16 supported)")
-    lo, scale = spec.grid if spec.grid is not None else quant_grid(x, spec.bits, spec.axis)
+    # The grid may come from a pass that ran on a GPU; coding happens on the CPU.
+    lo, scale = ((g.detach().cpu() for g in spec.grid) if spec.grid is not None
+                 else quant_grid(x, spec.bits, spec.axis))
     q = quantize(x, spec.bits, spec.axis, lo, scale)
     exact = TensorSpec(coders=spec.coders, sparse=False)
     children = [encode_tensor(lo.to(FLOAT).contiguous(), exact),

@@ -233,6 +233,7 @@ def reduce_groups(groups: list[list[Tensor]], rank: int, iters: int
         return [[u.float().contiguous() for u in g] for g in groups], 0.0
     out, err2, norm2 = [], 0.0, 0.0
     for g in groups:
+        g = [u.detach().cpu() for u in g]  # the fit runs on the CPU (tensorly, numpy backend)
         new = reduce_cp(g, rank, iters)
         new = balanced(new, [float(u.norm(dim=0).mean()) + 1e-12 for u in g])
         d, n = cp_distance(g, new)
@@ -295,15 +296,15 @@ def cp_terms_to_vm(groups: list[list[Tensor]], res: tuple[int, int, int]
     per = math.ceil(total / 3)
     out = []
     for m, ((u, v), w) in enumerate(zip(MAT_AXES, VEC_AXES)):
-        idx = torch.arange(m, total, 3)
-        plane = torch.zeros(res[v] * res[u], per)
+        idx = torch.arange(m, total, 3, device=factors[0].device)
+        plane = factors[0].new_zeros(res[v] * res[u], per)
         plane[:, :idx.numel()] = (factors[v][:, None, idx] * factors[u][None, :, idx]).reshape(
             -1, idx.numel())
-        line = torch.zeros(res[w], per)
+        line = factors[0].new_zeros(res[w], per)
         line[:, :idx.numel()] = factors[w][:, idx]
         g = [plane, line]
         if len(factors) == 4:
-            basis = torch.zeros(factors[3].shape[0], per)
+            basis = factors[0].new_zeros(factors[3].shape[0], per)
             basis[:, :idx.numel()] = factors[3][:, idx]
             g.append(basis)
         out.append(g)
@@ -345,6 +346,7 @@ def sample_resolution(res: tuple[int, int, int], channels: int, cap: int
 
 def fit_dense_cp(dense: Tensor, rank: int, iters: int) -> tuple[list[Tensor], float]:
     """parafac of a dense grid (float32 when large) and its relative error."""
+    dense = dense.detach().cpu()  # tensorly's numpy backend: fit on the CPU
     dtype = np.float32 if dense.numel() > 1 << 20 else np.float64
     factors = fit_cp(dense, rank, None, iters, dtype)
     err = float((cp_to_tensor(factors) - dense).norm() / dense.norm().clamp(min=1e-30))

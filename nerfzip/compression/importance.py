@@ -114,7 +114,8 @@ def keep_by_importance(score: Tensor, keep_mass: float, dilate: int = 1) -> Tens
     keep = torch.zeros_like(flat, dtype=torch.bool)
     if total <= 0:
         return keep.view(score.shape)
-    n_keep = int(torch.searchsorted(cum, torch.tensor(keep_mass * total, dtype=cum.dtype))) + 1
+    n_keep = int(torch.searchsorted(cum, torch.tensor(keep_mass * total, dtype=cum.dtype,
+                                                        device=cum.device))) + 1
     keep[order[:min(n_keep, flat.numel())]] = True
     keep = (keep & (flat > 0)).view(score.shape)
     if dilate > 0:

@@ -25,7 +25,7 @@ def choose_rank(s: torch.Tensor, energy: float | None, ratio: float | None) -> i
     if ratio is not None:
         return max(1, int(round(ratio * s.numel())))
     cum = torch.cumsum(s * s, 0)
-    return int(torch.searchsorted(cum, torch.tensor(energy) * cum[-1])) + 1
+    return int(torch.searchsorted(cum, energy * cum[-1])) + 1
 
 
 def low_rank(model: RadianceModel | Compressed, energy: float = 0.95,

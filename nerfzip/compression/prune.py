@@ -129,7 +129,7 @@ def component_scores(grids: FactorGrids) -> list[Tensor]:
     if grids.decomposition == "vm":
         return [grids.planes[m][0].flatten(1).norm(dim=1) * grids.lines[m][0].flatten(1).norm(
             dim=1) for m in range(3)]
-    score = torch.ones(grids.lines[0].shape[1])
+    score = torch.ones(grids.lines[0].shape[1], device=grids.lines[0].device)
     for line in grids.lines:
         score = score * line[0].flatten(1).norm(dim=1)
     return [score]

@@ -91,7 +91,7 @@ def balanced(factors: list[Tensor], targets: Sequence[float] | None = None) -> l
 
 def cp_inner(a: list[Tensor], b: list[Tensor]) -> float:
     """``<[[a]], [[b]]>`` from the factors alone: sum_ij prod_k (A_k^T B_k)_ij."""
-    g = torch.ones(a[0].shape[1], b[0].shape[1], dtype=torch.float64)
+    g = torch.ones(a[0].shape[1], b[0].shape[1], dtype=torch.float64, device=a[0].device)
     for x, y in zip(a, b):
         g = g * (x.double().T @ y.double())
     return float(g.sum())
@@ -124,6 +124,7 @@ def reduce_cp(factors: list[Tensor], rank: int, iters: int = 100) -> list[Tensor
     - Larger cores: the strongest terms, with the last factor (a field's appearance basis)
       re-solved by least squares given the others.
     """
+    factors = [u.detach().cpu() for u in factors]  # tensorly's numpy backend: fit on the CPU
     c = factors[0].shape[1]
     if rank >= c:
         return [u.clone() for u in factors]
@@ -147,8 +148,10 @@ def least_squares_last(full: list[Tensor], kept: list[Tensor]) -> Tensor:
     """The last factor B minimising ``||[[full]] - [[kept[:-1], B]]||``: B = F_N G H^-1 with
     G = *_k F_k^T K_k and H = *_k K_k^T K_k over the other modes (Hadamard products; the
     normal equations of one ALS step, Kolda & Bader 2009, sec. 3.4)."""
-    g = torch.ones(full[0].shape[1], kept[0].shape[1], dtype=torch.float64)
-    h = torch.ones(kept[0].shape[1], kept[0].shape[1], dtype=torch.float64)
+    g = torch.ones(full[0].shape[1], kept[0].shape[1], dtype=torch.float64,
+                   device=full[0].device)
+    h = torch.ones(kept[0].shape[1], kept[0].shape[1], dtype=torch.float64,
+                   device=full[0].device)
     for f, k in zip(full[:-1], kept[:-1]):
         g = g * (f.double().T @ k.double())
         h = h * (k.double().T @ k.double())

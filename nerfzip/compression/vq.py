@@ -104,7 +104,7 @@ def vector_quantize(model: RadianceModel | Compressed, codebook_size: int = 4096
         vq_idx = live_idx[order[n_exact:]]
         k = min(codebook_size, max(2, vq_idx.numel() // 4))
         centres, assign = kmeans(rows[vq_idx], w[vq_idx], k, iters, gen)
-        indices = torch.full((rows.shape[0],), -1, dtype=torch.long)
+        indices = torch.full((rows.shape[0],), -1, dtype=torch.long, device=rows.device)
         indices[vq_idx] = assign
         c.add(name, Codebook(1, indices, centres))
         err = ((rows[vq_idx] - centres[assign]) ** 2).sum(1)
