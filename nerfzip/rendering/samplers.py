@@ -67,8 +67,9 @@ def march(rays: RayBundle, aabb: Tensor, step: float, occupancy: OccupancyGrid |
     inside the box, kept where the grid is occupied.
 
     Returns ``t [R, S]`` sample midpoints, ``valid [R, S]`` and ``delta`` (each ray's sample
-    length in field units, ``step_t * |d|``, [R]). Valid samples of each ray are packed to the front, in
-    order, so S is the largest number of occupied samples on any ray (not the longest ray).
+    length in field units, ``step_t * |d|``, [R]). Valid samples of each ray are packed to the
+    front, in order, so S is the largest number of occupied samples on any ray (not the
+    longest ray).
     ``jitter`` [R] in [0, 1) offsets each ray's samples (stratified training samples).
     """
     t_enter, t_exit, step_t, n_steps = clip_rays(rays, aabb, step, max_samples)
