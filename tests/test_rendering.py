@@ -224,6 +224,7 @@ def test_step_scale_halves_the_samples_and_keeps_the_image():
         model.set_step_scale(2.0)
         coarse = render_rays(field, rays, bg, model.render, None)
     assert model.render.step_size == 0.01 and model.meta["step_scale"] == 2.0
+    assert model.render.max_samples == RenderConfig().max_samples // 2  # the budget follows
     assert 0.4 < float(coarse["num_samples"] / fine["num_samples"]) < 0.6
     assert (fine["rgb"] - coarse["rgb"]).abs().max() < 0.03
     hier = RadianceModel(field, RenderConfig(sampler="hierarchical"), model.space)

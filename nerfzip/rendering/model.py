@@ -75,13 +75,15 @@ class RadianceModel:
 
     def set_step_scale(self, scale: float) -> None:
         """March with ``scale`` times the trained step (occupancy sampler): fewer samples per
-        ray for ``scale > 1``. Recorded in ``meta["step_scale"]``."""
+        ray for ``scale > 1``; the per-ray sample budget scales with it. Recorded in
+        ``meta["step_scale"]``."""
         if not scale > 0:
             raise NerfzipError(f"step scale {scale}: must be positive")
         if self.render.sampler != "occupancy":
             raise NerfzipError(f"step scale: the {self.render.sampler} sampler has no step "
                                "(only grid-marched fields do)")
-        self.render = replace(self.render, step_size=self.render.step_size * scale)
+        self.render = replace(self.render, step_size=self.render.step_size * scale,
+                              max_samples=max(1, round(self.render.max_samples / scale)))
         self.meta["step_scale"] = self.meta.get("step_scale", 1.0) * scale
 
     def render_rays(self, rays: RayBundle) -> Tensor:
