@@ -4,8 +4,13 @@ Trains with the CLI's defaults for the scene, pauses the clock at fixed training
 evaluate the quick test subset (benchmarks.md: lego every 8th test view; all test views of fern
 and fox), then evaluates the final model, measures render time (median over 5 views after a
 warm-up) and peak memory (max RSS). Writes ``benchmarks/out/train_<scene>_<field>.json``.
+Any training option of ``nerfzip train`` overrides the scene's defaults. ``--mark-every``
+evaluates the timed marks on a sparser subset (for fields whose renders take minutes; the final
+evaluation always uses the protocol's subset).
 
     python benchmarks/train.py --scene lego --field tensorf-vm --iters 1500 --marks 5 10 15
+    python benchmarks/train.py --scene lego --field mlp-nerf --mlp-width 128 --mlp-depth 4 \
+        --iters 2000 --marks 5 10 20 --mark-every 50 --tag 4x128
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from pathlib import Path
 import torch
 from common import render_seconds
 
+from nerfzip.cli.args import add_dataclass_options, overrides
 from nerfzip.data.scene import load_scene
 from nerfzip.evaluation.evaluate import evaluate
-from nerfzip.training.config import defaults_for
+from nerfzip.training.config import TrainConfig, defaults_for
 from nerfzip.training.trainer import Trainer
 from nerfzip.utils.io import write_json
 from nerfzip.utils.machine import machine_info
@@ -45,19 +51,20 @@ def peak_rss_gb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", choices=sorted(SCENES), required=True)
-    ap.add_argument("--field", default="tensorf-vm")
-    ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--marks", type=float, nargs="*", default=[],
                     help="training minutes at which to evaluate the quick subset")
+    ap.add_argument("--mark-every", type=int, default=None,
+                    help="evaluate the marks on every N-th test view (default: the protocol's)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tag", default="")
+    add_dataclass_options(ap, TrainConfig)
     args = ap.parse_args()
+    args.field = args.field or TrainConfig.field
 
     path, every = SCENES[args.scene]
     scene = load_scene(path)
-    cfg = defaults_for(scene.format, args.field)
-    if args.iters:
-        cfg = replace(cfg, iters=args.iters)
+    cfg = replace(defaults_for(scene.format, args.field), **overrides(args, TrainConfig))
+    mark_every = args.mark_every or every
     name = f"train_{args.scene}_{args.field}{('_' + args.tag) if args.tag else ''}"
     out_dir = Path(args.out or ROOT / "benchmarks" / "out" / name)
     marks = sorted(m * 60 for m in args.marks)
@@ -66,9 +73,9 @@ def main() -> None:
     def on_step(trainer: Trainer, stats: dict) -> None:
         while marks and trainer.train_seconds >= marks[0]:
             m = marks.pop(0)
-            res = evaluate(trainer.model, scene, "test", every=every, quiet=True)
+            res = evaluate(trainer.model, scene, "test", every=mark_every, quiet=True)
             curve.append({"minutes": m / 60, "step": trainer.step, "psnr": res["mean"]["psnr"],
-                          "ssim": res["mean"]["ssim"]})
+                          "ssim": res["mean"]["ssim"], "test_views": res["views_evaluated"]})
             print(f"[{m / 60:.0f} min, step {trainer.step}] test PSNR {res['mean']['psnr']:.2f}",
                   file=sys.stderr, flush=True)
 

@@ -22,7 +22,6 @@ from nerfzip.compression.distill import (
     build_student,
     distill,
     heldout_psnr,
-    mlp_student_config,
 )
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
 from nerfzip.data.novel_views import (
@@ -34,7 +33,7 @@ from nerfzip.data.novel_views import (
 )
 from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
+from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig, sized_config
 from nerfzip.fields.tensorf import TensoRF, default_config
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
@@ -181,7 +180,7 @@ def test_mlp_student_has_the_requested_size_and_the_teachers_sampling(teacher, s
 
 
 def test_paper_like_student_sizes():
-    cfg = mlp_student_config(256, 8)
+    cfg = sized_config(256, 8, hierarchical=False)
     assert cfg.skips == (5,) and cfg.dir_hidden == 128 and not cfg.hierarchical
     aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
     # The paper's fine network, less nothing: 8 x 256 with a skip into layer 5.

@@ -8,8 +8,9 @@ import torch
 
 from nerfzip.data.scene import load_scene
 from nerfzip.evaluation.evaluate import evaluate
+from nerfzip.fields.mlp_nerf import MLPNeRFConfig
 from nerfzip.training.checkpoint import load_model
-from nerfzip.training.config import defaults_for
+from nerfzip.training.config import TrainConfig, defaults_for
 from nerfzip.training.trainer import Trainer, train
 
 
@@ -96,3 +97,19 @@ def test_render_path_writes_video_and_frames(scene, tmp_path):
     frames = iio.imread(video, index=None)
     assert frames.shape[0] == 4 and frames.shape[1:3] == (64, 64)
     assert len(list((tmp_path / "v" / "frames").glob("*.png"))) == 4
+
+
+def test_mlp_size_options_build_the_papers_layout_at_that_size():
+    from nerfzip.training.trainer import new_field
+
+    scene = load_scene("procedural")
+    field = new_field(TrainConfig(field="mlp-nerf", mlp_width=32, mlp_depth=4), scene)
+    c = field.config
+    assert (c.hidden, c.depth, c.skips, c.dir_hidden, c.hierarchical) == (32, 4, (3,), 16, True)
+    # Per network: 63->32, 32->32, 32->32, (32+63)->32, alpha 32->1, feature 32->32,
+    # dir (32+27)->16, rgb 16->3; coarse and fine alike.
+    per_net = (63 * 32 + 32) + 2 * (32 * 32 + 32) + (95 * 32 + 32) + 33 + (32 * 32 + 32) \
+        + (59 * 16 + 16) + (16 * 3 + 3)
+    assert sum(p.numel() for p in field.parameters()) == 2 * per_net
+    paper = new_field(TrainConfig(field="mlp-nerf"), scene)
+    assert paper.config == MLPNeRFConfig()

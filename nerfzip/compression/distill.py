@@ -49,7 +49,7 @@ from nerfzip.data.novel_views import novel_rays
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field
-from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
+from nerfzip.fields.mlp_nerf import MLPNeRF, sized_config
 from nerfzip.fields.tensorf import TensoRF, default_config, grid_resolution
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.rendering.occupancy import OccupancyGrid
@@ -138,21 +138,12 @@ class DistillConfig:
 
 
 # --- the student --------------------------------------------------------------------------
-def mlp_student_config(width: int, depth: int) -> MLPNeRFConfig:
-    """The paper's layout at another size, without a coarse network; a skip into the middle
-    layer (the paper's 5 of 8) once there are 4 layers; exponential density, whose log is
-    linear in the network output (the density loss compares logs)."""
-    return MLPNeRFConfig(hidden=width, depth=depth,
-                         skips=(depth // 2 + 1,) if depth >= 4 else (),
-                         dir_hidden=max(1, width // 2), hierarchical=False,
-                         density_activation="trunc_exp")
-
-
 def student_field(cfg: DistillConfig, teacher: Field) -> Field:
     """A new field of ``cfg.family`` over the teacher's box."""
     aabb = teacher.aabb.detach().cpu()
     if cfg.family == "mlp-nerf":
-        return MLPNeRF(mlp_student_config(cfg.width or MLP_WIDTH, cfg.depth or MLP_DEPTH),
+        return MLPNeRF(sized_config(cfg.width or MLP_WIDTH, cfg.depth or MLP_DEPTH,
+                                    hierarchical=False),
                        aabb, seed=cfg.seed)
     base = default_config(cfg.family)
     density = cfg.components or base.density_components

@@ -14,7 +14,9 @@ on the feature) is the default; krrish94/nerf-pytorch's ``FlexibleNeRFModel`` is
 ``first_activation=False, feature_activation=True`` (see ``nerfzip.importers.nerf_pytorch``).
 The skip input is ``[h, gamma(x)]`` as in FlexibleNeRFModel; the paper's code concatenates
 ``[gamma(x), h]``, which only permutes the columns of ``layers.{skip}.weight``.
-Hierarchical sampling keeps a second, coarse network of the same architecture.
+Hierarchical sampling keeps a second, coarse network of the same architecture;
+``sized_config`` gives the paper's layout at any size, and without the coarse network for
+fields that march through an occupancy grid instead (training on a CPU, distillation).
 """
 
 from __future__ import annotations
@@ -77,6 +79,21 @@ class MLPNeRFConfig:
             raise NerfzipError(f"mlp-nerf: unknown density_activation "
                                f"{self.density_activation!r} (known: "
                                f"{', '.join(DENSITY_ACTIVATIONS)})")
+
+
+def paper_skips(depth: int) -> tuple[int, ...]:
+    """The skip into the middle layer (the paper's 5 of 8), once there are 4 layers."""
+    return (depth // 2 + 1,) if depth >= 4 else ()
+
+
+def sized_config(width: int, depth: int, hierarchical: bool = True) -> MLPNeRFConfig:
+    """The paper's layout at another size. ``hierarchical=False`` (occupancy-grid marching):
+    no coarse network, and exponential density, which a young field needs to become opaque
+    quickly where the grid lets samples through (instant-ngp's choice; its log is linear in the
+    network output, which distillation's density loss compares)."""
+    return MLPNeRFConfig(hidden=width, depth=depth, skips=paper_skips(depth),
+                         dir_hidden=max(1, width // 2), hierarchical=hierarchical,
+                         density_activation="relu" if hierarchical else "trunc_exp")
 
 
 class _TruncExp(torch.autograd.Function):

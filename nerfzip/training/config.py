@@ -63,6 +63,10 @@ class TrainConfig:
     """Total-variation weight on density factors (forward-facing scenes)."""
     tv_app: float = 0.0
     """Total-variation weight on appearance factors (forward-facing scenes)."""
+    mlp_width: int = 256
+    """MLP NeRF: width of the trunk layers (the view-direction layer is half as wide)."""
+    mlp_depth: int = 8
+    """MLP NeRF: trunk layers (a skip into the middle one from 4 layers on)."""
     n_coarse: int = 64
     """MLP NeRF: coarse samples per ray."""
     n_fine: int = 64

@@ -21,6 +21,7 @@ from torch import Tensor
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field, field_class
+from nerfzip.fields.mlp_nerf import MLPNeRF, sized_config
 from nerfzip.fields.tensorf import TensoRF, grid_resolution, log_resolution_schedule
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
@@ -48,6 +49,8 @@ def new_field(cfg: TrainConfig, scene: Scene) -> Field:
 
         fcfg = default_config(cfg.field, resolution=grid_resolution(scene.aabb, cfg.n_voxels_init))
         return TensoRF(fcfg, scene.aabb, seed=cfg.seed)
+    if issubclass(cls, MLPNeRF):
+        return MLPNeRF(sized_config(cfg.mlp_width, cfg.mlp_depth), scene.aabb, seed=cfg.seed)
     return cls(cls.config_cls(), scene.aabb, seed=cfg.seed)  # type: ignore[call-arg]
 
 
