@@ -17,12 +17,19 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- tables -->", "<!-- /tables -->"
 
 
+def mark_views(mark: dict, record: dict) -> str:
+    """A mark evaluated on fewer views than the final figure says how many."""
+    n = mark.get("test_views", record["test_views"])
+    return "" if n == record["test_views"] else f" ({n} views)"
+
+
 def train_table(records: list[dict]) -> list[str]:
     rows = ["| scene | field | steps | train time | test views | PSNR at marks (min: dB) | "
             "final PSNR | SSIM | render s/view | peak RSS | model | commit | command |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        marks = ", ".join(f"{c['minutes']:.0f}: {c['psnr']:.2f}" for c in r["curve"]) or "—"
+        marks = ", ".join(f"{c['minutes']:.0f}: {c['psnr']:.2f}" + mark_views(c, r)
+                          for c in r["curve"]) or "—"
         rows.append(
             f"| {r['scene']} | {r['field']} | {r['train_steps']} | "
             f"{r['train_seconds'] / 60:.1f} min | {r['test_views']} ({r['test_subset']}) | "

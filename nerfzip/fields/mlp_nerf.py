@@ -16,7 +16,7 @@ The skip input is ``[h, gamma(x)]`` as in FlexibleNeRFModel; the paper's code co
 ``[gamma(x), h]``, which only permutes the columns of ``layers.{skip}.weight``.
 Hierarchical sampling keeps a second, coarse network of the same architecture;
 ``sized_config`` gives the paper's layout at any size, and without the coarse network for
-fields that march through an occupancy grid instead (training on a CPU, distillation).
+fields that march through an occupancy grid instead (distillation students).
 """
 
 from __future__ import annotations
