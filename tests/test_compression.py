@@ -297,5 +297,9 @@ def test_neuron_pruning_refit_lowers_the_distillation_loss_and_the_error(scene):
             return float((m.field(x, d)[1] - model.field(x, d)[1]).abs().mean())
 
     assert colour_error(tuned.model) < colour_error(fitted.model)
+    # A zero learning rate leaves the least-squares fit as it was: the rate reaches the refit.
+    frozen, _ = prune(model, 0.5, method="neurons", refit_steps=5, refit_lr=0.0, scene=scene)
+    assert colour_error(frozen.model) == pytest.approx(colour_error(fitted.model), rel=1e-6)
+    assert tuned.history[-1]["args"]["refit_steps"] == 200
     with pytest.raises(NerfzipError, match="needs the scene"):
         prune(model, 0.5, method="neurons", refit_steps=10)

@@ -174,8 +174,8 @@ def reconstruct(old, new, keep: list[Tensor], x: Tensor) -> dict[str, float]:
     return errors
 
 
-def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps: int = 0
-                  ) -> dict[str, Any]:
+def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps: int = 0,
+                  refit_lr: float = 1e-4) -> dict[str, Any]:
     """Remove ``ratio`` of every trunk layer's neurons in both networks of an MLP NeRF (in
     place on ``c``); with ``scene``, choose them by activity, refit the kept weights by least
     squares, then (``refit_steps`` > 0) train both networks to match the originals at the
@@ -224,7 +224,7 @@ def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps:
     if refit_steps > 0:
         for name in nets:
             report[f"{name}_refit"] = refit(nets[name], getattr(new_field, name), samples,
-                                            refit_steps)
+                                            refit_steps, lr=refit_lr)
     new_field.low_rank = dict(field.low_rank)
     c.model.field = new_field
     if x is not None:

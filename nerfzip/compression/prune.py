@@ -49,7 +49,8 @@ def weight_tensors(c: Compressed) -> dict[str, Tensor]:
 
 def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
           scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
-          n_rays: int = 1 << 20, refit_steps: int = 0, *, scene: Scene | None = None
+          n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = 1e-4, *,
+          scene: Scene | None = None
           ) -> tuple[Compressed, dict]:
     """Prune a copy of ``model``; returns it and a report."""
     c = Compressed.of(model)
@@ -61,7 +62,7 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
         report = prune_components(c, ratio)
     elif method == "neurons":
         _validate_ratio(ratio)
-        report = prune_neurons(c, ratio, scene, refit_steps)
+        report = prune_neurons(c, ratio, scene, refit_steps, refit_lr)
     else:
         require_tensorf(c.model, f"prune(method={method})")
         if method == "importance":
@@ -74,6 +75,8 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
     c.project()
     args = {"ratio": ratio, "method": method, "scope": scope, "threshold": threshold,
             "keep_mass": keep_mass}
+    if method == "neurons":
+        args |= {"refit_steps": refit_steps, "refit_lr": refit_lr}
     c.record("prune", args, report)
     return c, report
 
