@@ -83,7 +83,7 @@ def main() -> None:
                "decode_seconds": decode_s, "compress_seconds": compress_s,
                "render_ratio": None if args.no_render_time or base_render is None else
                render_seconds(back, scene, views[:3]) / base_render,
-               "command": "python " + " ".join(sys.argv)}
+               "command": "python " + " ".join(sys.argv), "commit": machine_info()["commit"]}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "
               f"{row['psnr']:.2f} (-{row['psnr_loss']:.2f})  decode {decode_s:.2f} s  render "

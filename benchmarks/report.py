@@ -75,7 +75,7 @@ def compress_table(records: list[dict]) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         b = r["baseline"]
-        views = f"every {r['every']}th"
+        views = "all" if r["every"] == 1 else f"every {r['every']}th"
         rows.append(f"| {r['name']} | {views} | (float32, {r['parameters']:,} parameters) | "
                     f"{r['float32_bytes'] / 1e6:.2f} MB | 1x | {b['psnr']:.2f} | — | "
                     f"{b['ssim']:.4f} | — | {seconds(b['render_seconds'])} | — | "
@@ -85,7 +85,7 @@ def compress_table(records: list[dict]) -> list[str]:
                 f"| {r['name']} | {views} | `{x['steps']}` | {x['bytes'] / 1e6:.3f} MB | "
                 f"{x['ratio']:.1f}x | {x['psnr']:.2f} | {x['psnr_loss']:.2f} dB | "
                 f"{x['ssim']:.4f} | {x['decode_seconds']:.2f} s | {ratio(x['render_ratio'])} | "
-                f"{x['compress_seconds']:.0f} s | {r['machine']['commit']} | "
+                f"{x['compress_seconds']:.0f} s | {x.get('commit', r['machine']['commit'])} | "
                 f"`{x['command']}` |")
     return rows
 
