@@ -12,6 +12,7 @@ run. Writes ``benchmarks/out/compress_<name>.json`` (``report.py`` draws its rat
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +44,9 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="add to an existing record")
     ap.add_argument("--no-render-time", action="store_true",
                     help="skip render timing (slow models: it costs 3 more renders per row)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="folder to keep each row's .nrz file in (NAME_ROW.nrz), e.g. to "
+                         "compress a distilled student further")
     args = ap.parse_args()
 
     model = load_model(args.model)
@@ -66,7 +70,7 @@ def main() -> None:
     base_render = record["baseline"]["render_seconds"]
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
           f"{record['baseline']['psnr']:.2f}", file=sys.stderr)
-    for spec in args.pipelines:
+    for number, spec in enumerate(args.pipelines, 1):
         text = PRESETS[spec[len("preset:"):]] if spec.startswith("preset:") else spec
         t0 = time.perf_counter()
         c = run_pipeline(model, parse_pipeline(text), scene)
@@ -89,6 +93,9 @@ def main() -> None:
               f"{row['psnr']:.2f} (-{row['psnr_loss']:.2f})  decode {decode_s:.2f} s  render "
               f"x{row['render_ratio'] or 0:.2f}  ({compress_s:.0f} s)", file=sys.stderr)
         write_json(out_json, record)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp / "c.nrz", args.keep / f"{name}_{number}.nrz")
 
 
 if __name__ == "__main__":
