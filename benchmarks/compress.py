@@ -90,7 +90,7 @@ def main() -> None:
                "command": "python " + " ".join(sys.argv), "commit": machine_info()["commit"]}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "
-              f"{row['psnr']:.2f} (-{row['psnr_loss']:.2f})  decode {decode_s:.2f} s  render "
+              f"{row['psnr']:.2f} ({-row['psnr_loss']:+.2f})  decode {decode_s:.2f} s  render "
               f"x{row['render_ratio'] or 0:.2f}  ({compress_s:.0f} s)", file=sys.stderr)
         write_json(out_json, record)
         if args.keep is not None:
