@@ -70,6 +70,7 @@ def main() -> None:
     base_render = record["baseline"]["render_seconds"]
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
           f"{record['baseline']['psnr']:.2f}", file=sys.stderr)
+    commit = machine_info()["commit"]
     for number, spec in enumerate(args.pipelines, 1):
         text = PRESETS[spec[len("preset:"):]] if spec.startswith("preset:") else spec
         t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def main() -> None:
                "decode_seconds": decode_s, "compress_seconds": compress_s,
                "render_ratio": None if args.no_render_time or base_render is None else
                render_seconds(back, scene, views[:3]) / base_render,
-               "command": "python " + " ".join(sys.argv), "commit": machine_info()["commit"]}
+               "command": "python " + " ".join(sys.argv), "commit": commit}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "
               f"{row['psnr']:.2f} ({-row['psnr_loss']:+.2f})  decode {decode_s:.2f} s  render "

@@ -33,6 +33,8 @@ from nerfzip.rendering.samplers import stratified
 
 CALIBRATION_RAYS = 2048
 CALIBRATION_POINTS = 1 << 16
+REFIT_LR = 1e-4
+"""Default learning rate of the refit (``prune(..., refit_lr=...)``)."""
 
 
 @torch.no_grad()
@@ -175,7 +177,7 @@ def reconstruct(old, new, keep: list[Tensor], x: Tensor) -> dict[str, float]:
 
 
 def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps: int = 0,
-                  refit_lr: float = 1e-4) -> dict[str, Any]:
+                  refit_lr: float = REFIT_LR) -> dict[str, Any]:
     """Remove ``ratio`` of every trunk layer's neurons in both networks of an MLP NeRF (in
     place on ``c``); with ``scene``, choose them by activity, refit the kept weights by least
     squares, then (``refit_steps`` > 0) train both networks to match the originals at the
@@ -233,7 +235,7 @@ def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps:
 
 
 def refit(old: nn.Module, new: nn.Module, samples: tuple[Tensor, Tensor, Tensor],
-          steps: int, batch: int = 8192, lr: float = 1e-4, seed: int = 0,
+          steps: int, batch: int = 8192, lr: float = REFIT_LR, seed: int = 0,
           quiet: bool = True) -> dict[str, float]:
     """Train the pruned network ``new`` to reproduce the original ``old`` at calibration
     samples (points, directions, lengths): knowledge distillation point by point, far cheaper

@@ -30,7 +30,7 @@ from nerfzip.compression.importance import (
     occupancy_importance,
     require_tensorf,
 )
-from nerfzip.compression.neurons import prune_neurons
+from nerfzip.compression.neurons import REFIT_LR, prune_neurons
 from nerfzip.compression.state import Compressed, Mask, constrained
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
@@ -49,7 +49,7 @@ def weight_tensors(c: Compressed) -> dict[str, Tensor]:
 
 def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
           scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
-          n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = 1e-4, *,
+          n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = REFIT_LR, *,
           scene: Scene | None = None
           ) -> tuple[Compressed, dict]:
     """Prune a copy of ``model``; returns it and a report."""
