@@ -281,25 +281,22 @@ def test_neuron_pruning_with_reconstruction_beats_a_plain_cut(scene):
     assert sf < 0.5 * sp and cf < 0.5 * cp, (sp, cp, sf, cf)
 
 
-def test_neuron_pruning_refit_lowers_the_distillation_loss_and_the_error(scene):
-    from nerfzip.compression.neurons import calibration_points
-
+def test_neuron_pruning_refit_trains_both_networks_of_a_hierarchical_model(scene):
+    # The distilled-student case, with its quality bound, is in test_distill.py.
     model = small_mlp()
-    x, d = calibration_points(model, scene, seed=5)
     fitted, _ = prune(model, 0.5, method="neurons", scene=scene)
-    tuned, report = prune(model, 0.5, method="neurons", refit_steps=200, scene=scene)
-    for name in ("fine", "coarse"):
-        r = report[f"{name}_refit"]
-        assert r["loss_after"] < 0.85 * r["loss_before"], r
-
-    def colour_error(m):
-        with torch.no_grad():
-            return float((m.field(x, d)[1] - model.field(x, d)[1]).abs().mean())
-
-    assert colour_error(tuned.model) < colour_error(fitted.model)
-    # A zero learning rate leaves the least-squares fit as it was: the rate reaches the refit.
-    frozen, _ = prune(model, 0.5, method="neurons", refit_steps=5, refit_lr=0.0, scene=scene)
-    assert colour_error(frozen.model) == pytest.approx(colour_error(fitted.model), rel=1e-6)
-    assert tuned.history[-1]["args"]["refit_steps"] == 200
+    tuned, report = prune(model, 0.5, method="neurons", refit_steps=100, scene=scene)
+    # A hierarchical model without a grid: the points come from a grid built from its
+    # density. On this untrained network the gain is small (+0.9 dB when written).
+    r = report["refit"]
+    assert r["heldout_psnr_after"] > r["heldout_psnr_before"] + 0.5, r
+    for net in ("fine", "coarse"):  # the coarse network learns from its own render
+        before = getattr(fitted.model.field, net).layers[1].weight
+        after = getattr(tuned.model.field, net).layers[1].weight
+        assert (after - before).abs().max() > 1e-3, net
+    assert tuned.history[-1]["args"]["refit_steps"] == 100
+    # The rate reaches the distillation, which rejects a rate that cannot train.
+    with pytest.raises(NerfzipError, match="lr"):
+        prune(model, 0.5, method="neurons", refit_steps=5, refit_lr=0.0, scene=scene)
     with pytest.raises(NerfzipError, match="needs the scene"):
         prune(model, 0.5, method="neurons", refit_steps=10)

@@ -69,8 +69,8 @@ BUILT_STEP_CELLS = 4
 TAU_EPS, TAU_MAX = 0.01, 10.0
 """Optical depths per step compared by the density loss: relative to a 1% opacity, up to
 opacity 1 - e^-10 (beyond it, ray marching has stopped)."""
-REPORT_NAMES = {"render": "render_mse", "density": "density_loss", "colour": "colour_loss",
-                "gt": "gt_mse", "psnr": "train_psnr"}
+REPORT_NAMES = {"render": "render_mse", "coarse": "coarse_mse", "density": "density_loss",
+                "colour": "colour_loss", "gt": "gt_mse", "psnr": "train_psnr"}
 HELDOUT_RAYS = (512, 4096)
 """Held-out novel rays: eight batches' worth, within these bounds."""
 HELDOUT_SEED = 1_000_003
@@ -156,20 +156,28 @@ def student_field(cfg: DistillConfig, teacher: Field) -> Field:
     return TensoRF(fcfg, aabb, seed=cfg.seed)
 
 
-def student_sampling(teacher: RadianceModel, step_ratio: float, generator: torch.Generator
-                     ) -> tuple[RenderConfig, OccupancyGrid, bool]:
-    """The student's render settings and occupancy grid: the teacher's when it marches through
-    a grid with empty cells, else a grid built from the teacher's density (the max of two
-    jittered samples per cell). Also whether the grid was built."""
-    occ = teacher.occupancy
-    if teacher.render.sampler == "occupancy" and occ is not None and not bool(occ.occupied.all()):
-        return (replace(teacher.render, step_size=teacher.render.step_size * step_ratio),
-                copy.deepcopy(occ), False)
+def density_grid(teacher: RadianceModel, step_ratio: float, generator: torch.Generator
+                 ) -> tuple[OccupancyGrid, float]:
+    """A grid built from the teacher's density (the max of two jittered samples per cell) and
+    the render step that goes with it."""
     grid = OccupancyGrid(teacher.field.aabb, BUILT_GRID_RESOLUTION).to(teacher.field.aabb.device)
     step = float(grid.cell_size().min()) / BUILT_STEP_CELLS * step_ratio
     for _ in range(2):
         grid.update(teacher.field.density, step, TrainConfig().occupancy_threshold, decay=1.0,
                     generator=generator)
+    return grid, step
+
+
+def student_sampling(teacher: RadianceModel, step_ratio: float, generator: torch.Generator
+                     ) -> tuple[RenderConfig, OccupancyGrid, bool]:
+    """The student's render settings and occupancy grid: the teacher's when it marches through
+    a grid with empty cells, else a grid built from the teacher's density. Also whether the
+    grid was built."""
+    occ = teacher.occupancy
+    if teacher.render.sampler == "occupancy" and occ is not None and not bool(occ.occupied.all()):
+        return (replace(teacher.render, step_size=teacher.render.step_size * step_ratio),
+                copy.deepcopy(occ), False)
+    grid, step = density_grid(teacher, step_ratio, generator)
     base = teacher.render if teacher.render.sampler == "occupancy" else RenderConfig()
     return replace(base, sampler="occupancy", step_size=step), grid, True
 
@@ -195,9 +203,11 @@ def trainable_parameters(field: Field) -> int:
 # --- targets and losses -------------------------------------------------------------------
 class OccupiedPoints:
     """Uniform random points in the occupied cells of a grid, clipped to the field's box
-    ([M, 3] corners ``lo`` and sizes of the M clipped cells), plus a share anywhere in it."""
+    ([M, 3] corners ``lo`` and sizes of the M clipped cells), plus a share anywhere in it;
+    ``step`` is the render step at which their density is compared (``log_depth``)."""
 
-    def __init__(self, grid: OccupancyGrid, aabb: Tensor):
+    def __init__(self, grid: OccupancyGrid, aabb: Tensor, step: float):
+        self.step = step
         cell = grid.cell_size()
         ijk = grid.occupied.nonzero().to(cell.dtype)
         lo = torch.maximum(grid.aabb[0] + ijk * cell, aabb[0])
@@ -266,12 +276,14 @@ def loss_terms(student: RadianceModel, teacher: RadianceModel, scene: Scene,
     out = render_rays(student.field, rays, student.background, student.render,
                       student.occupancy, train=True, generator=gen)
     terms = {"render": F.mse_loss(out["rgb"], target)}
+    if "rgb_coarse" in out:  # a hierarchical student's coarse network learns from its render
+        terms["coarse"] = F.mse_loss(out["rgb_coarse"], target)
     if cfg.points:
         x = points.sample(cfg.points, gen)
         # Camera-like view directions: those of this step's novel rays.
         d = rays.viewdirs[torch.randint(0, len(rays), (cfg.points,), generator=gen).to(device)]
         terms["density"], terms["colour"] = point_losses(
-            student.field, teacher.field, x, d, student.render.step_size)
+            student.field, teacher.field, x, d, points.step)
     if cfg.gt_weight > 0:
         gt_rays, gt = scene.random_rays("train", max(1, cfg.batch_size // 4), gen)
         out = render_rays(student.field, gt_rays.to(device), student.background,
@@ -292,13 +304,16 @@ def optimizer_for(field: Field, lr: float) -> torch.optim.Adam:
 
 
 def train_student(student: RadianceModel, teacher: RadianceModel, scene: Scene,
-                  cfg: DistillConfig, quiet: bool) -> dict[str, list[float]]:
-    """Run the optimisation in place on ``student``; per-step loss terms and PSNR."""
+                  cfg: DistillConfig, quiet: bool, points: OccupiedPoints | None = None
+                  ) -> dict[str, list[float]]:
+    """Run the optimisation in place on ``student``; per-step loss terms and PSNR. Point
+    targets are drawn from ``points``, by default the occupied cells of the student's grid."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = optimizer_for(student.field, cfg.lr)
-    points = OccupiedPoints(student.occupancy, student.field.aabb)
-    weights = {"render": 1.0, "density": cfg.density_weight, "colour": cfg.colour_weight,
-               "gt": cfg.gt_weight}
+    if points is None:
+        points = OccupiedPoints(student.occupancy, student.field.aabb, student.render.step_size)
+    weights = {"render": 1.0, "coarse": 1.0, "density": cfg.density_weight,
+               "colour": cfg.colour_weight, "gt": cfg.gt_weight}
     log: dict[str, list[float]] = {"psnr": []}
     final_ratio = TrainConfig().lr_final_ratio
     bar = progress_bar(cfg.steps, desc="distill", quiet=quiet)

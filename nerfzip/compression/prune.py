@@ -11,7 +11,8 @@ components so the field really shrinks.
 - ``neurons`` (structured): MLP NeRFs; the ``ratio`` of each trunk layer's neurons that
   matter least are removed, so every matrix really shrinks; given the scene, the kept weights
   are refitted to reproduce the original layers (``neurons.py``), and ``refit_steps`` of
-  training at the calibration samples then match the original network end to end.
+  distillation from the original (rendered novel-view rays plus point targets) then make the
+  pruned model render like it.
 - ``components`` (structured): grid fields; the ``ratio`` of density and appearance
   components with the smallest plane-norm x line-norm are removed from every mode (and the
   appearance basis loses the matching columns), so rendering does less work.
@@ -50,7 +51,7 @@ def weight_tensors(c: Compressed) -> dict[str, Tensor]:
 def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
           scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
           n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = REFIT_LR, *,
-          scene: Scene | None = None
+          scene: Scene | None = None, quiet: bool = True
           ) -> tuple[Compressed, dict]:
     """Prune a copy of ``model``; returns it and a report."""
     c = Compressed.of(model)
@@ -62,7 +63,7 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
         report = prune_components(c, ratio)
     elif method == "neurons":
         _validate_ratio(ratio)
-        report = prune_neurons(c, ratio, scene, refit_steps, refit_lr)
+        report = prune_neurons(c, ratio, scene, refit_steps, refit_lr, quiet)
     else:
         require_tensorf(c.model, f"prune(method={method})")
         if method == "importance":
