@@ -30,6 +30,8 @@ Points also teach fastest: distilling the small teacher of tests/test_distill.py
 steps, a student reached 22 dB without points and 27 dB with 2048 per step, while 64 rather
 than 16 rays per step added 0.5 dB.
 Optionally the real training pixels join with a small weight (``gt_weight``).
+The same loop (``train_student``) refits MLPs after structured pruning, the unpruned
+network as teacher (``neurons.refit``).
 """
 
 from __future__ import annotations
