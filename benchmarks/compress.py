@@ -41,11 +41,14 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="*", default=DEFAULT,
                     help="pipeline texts, or preset:NAME")
     ap.add_argument("--every", type=int, default=8, help="evaluate every N-th test view")
-    ap.add_argument("--append", action="store_true", help="add to an existing record")
+    ap.add_argument("--append", action="store_true",
+                    help="add to an existing record (the new rows' render ratios are against "
+                         "the uncompressed model timed again in this run)")
     ap.add_argument("--no-render-time", action="store_true",
                     help="skip render timing (slow models: it costs 3 more renders per row)")
     ap.add_argument("--keep", type=Path, default=None,
-                    help="folder to keep each row's .nrz file in (NAME_ROW.nrz), e.g. to "
+                    help="folder to keep each row's .nrz file in (NAME_ROW.nrz, ROW its place "
+                         "in the record), e.g. to "
                          "compress a distilled student further")
     args = ap.parse_args()
 
@@ -68,10 +71,13 @@ def main() -> None:
                                render_seconds(model, scene, views[:3])},
                   "rows": [], "machine": machine_info()}
     base_render = record["baseline"]["render_seconds"]
+    if args.append and base_render is not None and not args.no_render_time:
+        # Appended rows are timed against the uncompressed field timed again in this run.
+        base_render = render_seconds(model, scene, views[:3])
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
           f"{record['baseline']['psnr']:.2f}", file=sys.stderr)
     commit = machine_info()["commit"]
-    for number, spec in enumerate(args.pipelines, 1):
+    for spec in args.pipelines:
         text = PRESETS[spec[len("preset:"):]] if spec.startswith("preset:") else spec
         t0 = time.perf_counter()
         c = run_pipeline(model, parse_pipeline(text), scene)
@@ -88,6 +94,7 @@ def main() -> None:
                "decode_seconds": decode_s, "compress_seconds": compress_s,
                "render_ratio": None if args.no_render_time or base_render is None else
                render_seconds(back, scene, views[:3]) / base_render,
+               "baseline_render_seconds": base_render,
                "command": "python " + " ".join(sys.argv), "commit": commit}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<45} {report.bytes / 1e6:7.3f} MB  x{row['ratio']:7.1f}  PSNR "
@@ -96,7 +103,8 @@ def main() -> None:
         write_json(out_json, record)
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tmp / "c.nrz", args.keep / f"{name}_{number}.nrz")
+            row_number = record["rows"].index(row) + 1
+            shutil.copyfile(tmp / "c.nrz", args.keep / f"{name}_{row_number}.nrz")
 
 
 if __name__ == "__main__":

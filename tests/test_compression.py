@@ -253,6 +253,29 @@ def test_neuron_pruning_shrinks_every_trunk_layer(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_neuron_pruning_of_the_colour_branch_shrinks_feature_and_direction_layers(tmp_path):
+    model = small_mlp()
+    same, _ = prune(model, 0.0, method="neurons", colour_branch=True)
+    for a, b in zip(mlp_outputs(model), mlp_outputs(same.model)):
+        assert torch.equal(a, b)
+    trunk_only, _ = prune(model, 0.5, method="neurons")
+    c, report = prune(model, 0.5, method="neurons", colour_branch=True)
+    assert report["colour_branch_before"] == [64, 32]
+    assert report["colour_branch_after"] == [32, 16]
+    for net in (c.model.field.fine, c.model.field.coarse):
+        assert net.feature.weight.shape == (32, 32)
+        assert net.dir_layer.weight.shape == (16, 32 + 3 * (2 * 2 + 1))
+        assert net.rgb_head.weight.shape == (3, 16)
+    assert report["parameters_after"] < trunk_only.model.field.num_parameters()
+    # The density never reads the colour branch: cutting it leaves sigma as the trunk cut does.
+    assert torch.equal(mlp_outputs(c.model)[0], mlp_outputs(trunk_only.model)[0])
+    nrz.save(c.model, tmp_path / "b.nrz")
+    back = nrz.load(tmp_path / "b.nrz")
+    for a, b in zip(mlp_outputs(c.model), mlp_outputs(back)):
+        assert torch.equal(a, b)
+    assert c.history[-1]["args"]["colour_branch"] is True
+
+
 def test_neuron_pruning_keeps_the_strong_neurons():
     from nerfzip.compression.neurons import neuron_keep
 
@@ -261,6 +284,18 @@ def test_neuron_pruning_keeps_the_strong_neurons():
         model.field.fine.layers[1].weight[1::2] = 0.0
     keep = neuron_keep(model.field.fine, 0.5)
     assert torch.equal(keep[1], torch.arange(0, 64, 2))
+
+
+def test_colour_branch_pruning_keeps_the_channels_the_colour_reads():
+    from nerfzip.compression.neurons import branch_keep
+
+    net = small_mlp().field.fine
+    with torch.no_grad():  # the direction layer ignores the odd feature channels
+        net.dir_layer.weight[:, 1:64:2] = 0.0
+        net.rgb_head.weight[:, :16] = 0.0  # and the colour ignores the first 16 neurons
+    keep_f, keep_d = branch_keep(net, 0.5)
+    assert torch.equal(keep_f, torch.arange(0, 64, 2))
+    assert torch.equal(keep_d, torch.arange(16, 32))
 
 
 def test_neuron_pruning_with_reconstruction_beats_a_plain_cut(scene):
@@ -279,6 +314,12 @@ def test_neuron_pruning_with_reconstruction_beats_a_plain_cut(scene):
 
     (sp, cp), (sf, cf) = errors(plain.model), errors(fitted.model)
     assert sf < 0.5 * sp and cf < 0.5 * cp, (sp, cp, sf, cf)
+    # The colour branch is refitted too: its colours beat the plain cut of it by as much.
+    plain, _ = prune(model, 0.25, method="neurons", colour_branch=True)
+    fitted, report = prune(model, 0.25, method="neurons", colour_branch=True, scene=scene)
+    assert {"dir_layer", "rgb_head"} <= set(report["fine_fit_error"])
+    (_, cp), (_, cf) = errors(plain.model), errors(fitted.model)
+    assert cf < 0.5 * cp, (cp, cf)
 
 
 def test_neuron_pruning_refit_trains_both_networks_of_a_hierarchical_model(scene):

@@ -1,5 +1,6 @@
-"""Structured pruning of MLP NeRFs: remove whole neurons of every trunk layer, so each matrix
-really shrinks and every query does less work.
+"""Structured pruning of MLP NeRFs: remove whole neurons of every trunk layer (and, with
+``colour_branch``, feature channels and view-direction neurons), so each matrix really shrinks
+and every query does less work.
 
 Which neurons go: the lowest ``score = |activity| x |outgoing weights|``, where activity is
 the neuron's mean absolute output at calibration points (or, without a scene, the norm of its
@@ -102,9 +103,37 @@ def neuron_keep(net, ratio: float, activity: list[Tensor] | None = None) -> list
             outgoing = layers[i + 1].weight[:, :n].norm(dim=0)
         else:
             outgoing = torch.cat([net.alpha_head.weight, net.feature.weight]).norm(dim=0)
-        k = max(1, n - int(round(ratio * n)))
-        keep.append(torch.sort(torch.topk(incoming * outgoing, k).indices).values)
+        keep.append(_top(incoming * outgoing, ratio))
     return keep
+
+
+def branch_activations(net, h: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+    """The colour branch of an ``MLPNetwork`` from last-trunk features ``h`` and unit view
+    directions ``d``: the feature channels (post-activation) and the direction layer's
+    neurons (post-ReLU)."""
+    f = net.feature(h)
+    if net.feature_activation:
+        f = torch.relu(f)
+    g = torch.relu(net.dir_layer(torch.cat((f, positional_encoding(d, net.dir_freqs)), -1)))
+    return f, g
+
+
+def branch_keep(net, ratio: float, activity: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """Sorted indices of the feature channels and direction-layer neurons the colour branch
+    keeps, scored like trunk neurons (``neuron_keep``)."""
+    n_f = net.feature.out_features
+    feature_out = net.dir_layer.weight[:, :n_f].norm(dim=0)
+    direction_out = net.rgb_head.weight.norm(dim=0)
+    if activity is None:
+        activity = (net.feature.weight.norm(dim=1), net.dir_layer.weight.norm(dim=1))
+    return tuple(_top(a * o, ratio) for a, o in  # type: ignore[return-value]
+                 zip(activity, (feature_out, direction_out)))
+
+
+def _top(score: Tensor, ratio: float) -> Tensor:
+    k = max(1, score.numel() - int(round(ratio * score.numel())))
+    return torch.sort(torch.topk(score, k).indices).values
 
 
 def select_inputs(weight: Tensor, width_in: int, prev: Tensor | None) -> Tensor:
@@ -115,7 +144,13 @@ def select_inputs(weight: Tensor, width_in: int, prev: Tensor | None) -> Tensor:
     return torch.cat([weight[:, :width_in][:, prev], weight[:, width_in:]], dim=1)
 
 
-def copy_pruned(old, new, keep: list[Tensor]) -> None:
+def full_branch(net) -> tuple[Tensor, Tensor]:
+    """The colour branch's indices when it keeps everything."""
+    return (torch.arange(net.feature.out_features, device=net.feature.weight.device),
+            torch.arange(net.dir_layer.out_features, device=net.feature.weight.device))
+
+
+def copy_pruned(old, new, keep: list[Tensor], branch: tuple[Tensor, Tensor]) -> None:
     """Copy the kept rows / columns of ``old``'s layers into the narrower ``new``."""
     prev = None
     for i, (a, b) in enumerate(zip(old.layers, new.layers)):
@@ -123,11 +158,16 @@ def copy_pruned(old, new, keep: list[Tensor]) -> None:
         b.weight.copy_(select_inputs(a.weight, width_in, prev)[keep[i]])
         b.bias.copy_(a.bias[keep[i]])
         prev = keep[i]
-    for head in ("alpha_head", "feature"):
-        getattr(new, head).weight.copy_(getattr(old, head).weight[:, prev])
-        getattr(new, head).bias.copy_(getattr(old, head).bias)
-    for head in ("dir_layer", "rgb_head"):
-        getattr(new, head).load_state_dict(getattr(old, head).state_dict())
+    keep_f, keep_d = branch
+    new.alpha_head.weight.copy_(old.alpha_head.weight[:, prev])
+    new.alpha_head.bias.copy_(old.alpha_head.bias)
+    new.feature.weight.copy_(old.feature.weight[keep_f][:, prev])
+    new.feature.bias.copy_(old.feature.bias[keep_f])
+    width_f = old.feature.out_features
+    new.dir_layer.weight.copy_(select_inputs(old.dir_layer.weight, width_f, keep_f)[keep_d])
+    new.dir_layer.bias.copy_(old.dir_layer.bias[keep_d])
+    new.rgb_head.weight.copy_(old.rgb_head.weight[:, keep_d])
+    new.rgb_head.bias.copy_(old.rgb_head.bias)
 
 
 def least_squares(inputs: Tensor, targets: Tensor, ridge: float = 1e-4) -> tuple[Tensor, Tensor]:
@@ -142,41 +182,56 @@ def least_squares(inputs: Tensor, targets: Tensor, ridge: float = 1e-4) -> tuple
 
 
 @torch.no_grad()
-def reconstruct(old, new, keep: list[Tensor], x: Tensor) -> dict[str, float]:
+def reconstruct(old, new, keep: list[Tensor], x: Tensor, d: Tensor,
+                branch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
     """Refit ``new``'s trunk layers and the alpha / feature heads so that, at ``x``, they
-    reproduce ``old``'s pre-activations of the kept neurons (and the heads' outputs).
-    Returns each refitted layer's relative error."""
+    reproduce ``old``'s pre-activations of the kept neurons (and the heads' outputs); with a
+    pruned colour ``branch``, refit the direction layer and colour head too (seen along
+    ``d``). Returns each refitted layer's relative error."""
     enc, old_in, _ = trunk_activations(old, x)
     errors = {}
     h = enc
     for i, (a, b) in enumerate(zip(old.layers, new.layers)):
         if i in new.skips:
             h = torch.cat((h, enc), dim=-1)
-        target = a(old_in[i])[:, keep[i]]
-        w, bias = least_squares(h, target)
-        b.weight.copy_(w)
-        b.bias.copy_(bias)
+        errors[f"layers.{i}"] = fit_layer(b, h, a(old_in[i])[:, keep[i]])
         out = b(h)
-        errors[f"layers.{i}"] = float((out - target).norm() / target.norm().clamp(min=1e-12))
         h = torch.relu(out) if i > 0 or new.first_activation else out
     last_old = old.layers[-1](old_in[-1])
     if len(old.layers) > 1 or old.first_activation:
         last_old = torch.relu(last_old)
-    for head in ("alpha_head", "feature"):
-        target = getattr(old, head)(last_old)
-        w, bias = least_squares(h, target)
-        getattr(new, head).weight.copy_(w)
-        getattr(new, head).bias.copy_(bias)
-        errors[head] = float((getattr(new, head)(h) - target).norm()
-                             / target.norm().clamp(min=1e-12))
+    keep_f = full_branch(old)[0] if branch is None else branch[0]
+    for head, rows in (("alpha_head", slice(None)), ("feature", keep_f)):
+        errors[head] = fit_layer(getattr(new, head), h, getattr(old, head)(last_old)[:, rows])
+    if branch is not None:
+        f_old, _ = branch_activations(old, last_old, d)
+        f_new, _ = branch_activations(new, h, d)
+        denc = positional_encoding(d, old.dir_freqs)
+        g_target = old.dir_layer(torch.cat((f_old, denc), -1))
+        errors["dir_layer"] = fit_layer(new.dir_layer, torch.cat((f_new, denc), -1),
+                                        g_target[:, branch[1]])
+        _, g_new = branch_activations(new, h, d)
+        errors["rgb_head"] = fit_layer(new.rgb_head, g_new,
+                                       old.rgb_head(torch.relu(g_target)))
     return errors
 
 
+def fit_layer(layer: nn.Linear, inputs: Tensor, target: Tensor) -> float:
+    """Set ``layer`` to the least-squares map from ``inputs`` to ``target``; returns its
+    relative error."""
+    w, bias = least_squares(inputs, target)
+    layer.weight.copy_(w)
+    layer.bias.copy_(bias)
+    return float((layer(inputs) - target).norm() / target.norm().clamp(min=1e-12))
+
+
 def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps: int = 0,
-                  refit_lr: float = REFIT_LR, quiet: bool = True) -> dict[str, Any]:
+                  refit_lr: float = REFIT_LR, colour_branch: bool = False, quiet: bool = True
+                  ) -> dict[str, Any]:
     """Remove ``ratio`` of every trunk layer's neurons in both networks of an MLP NeRF (in
-    place on ``c``); with ``scene``, choose them by activity, refit the kept weights by least
-    squares, then (``refit_steps`` > 0) distil the original into the pruned model
+    place on ``c``), and with ``colour_branch`` the same share of the feature channels and
+    direction-layer neurons; with ``scene``, choose them by activity, refit the kept weights
+    by least squares, then (``refit_steps`` > 0) distil the original into the pruned model
     (``refit``)."""
     from nerfzip.fields.mlp_nerf import MLPNeRF
 
@@ -197,27 +252,37 @@ def prune_neurons(c: Compressed, ratio: float, scene: Scene | None, refit_steps:
                            "views")
     if scene is not None:
         x, d = calibration_points(c.model, scene)
-    keeps = {}
+    keeps, branches = {}, {}
     for name, net in nets.items():
-        activity = None
+        activity = branch_activity = None
         if x is not None:
             with torch.no_grad():
-                activity = [h.abs().mean(dim=0) for h in trunk_activations(net, x)[2]]
+                outputs = trunk_activations(net, x)[2]
+                activity = [h.abs().mean(dim=0) for h in outputs]
+                branch_activity = tuple(a.abs().mean(dim=0)
+                                        for a in branch_activations(net, outputs[-1], d))
         keeps[name] = neuron_keep(net, ratio, activity)
+        branches[name] = (branch_keep(net, ratio, branch_activity) if colour_branch
+                          else full_branch(net))
     # Coarse and fine share one config: they keep the same number of neurons per layer.
     new_widths = tuple(int(k.numel()) for k in keeps["fine"])
-    new_cfg = type(cfg)(**{**cfg.__dict__, "widths": new_widths})
+    feature_width, dir_width = (int(k.numel()) for k in branches["fine"])
+    new_cfg = replace(cfg, widths=new_widths, hidden=feature_width, dir_hidden=dir_width)
     new_field = type(field)(new_cfg, field.aabb.detach().clone()).to(field.aabb.device)
     report: dict[str, Any] = {"widths_before": widths, "widths_after": list(new_widths),
                               "parameters_before": before,
                               "parameters_after": new_field.num_parameters(),
                               "reconstructed": x is not None}
+    if colour_branch:
+        report["colour_branch_before"] = [cfg.hidden, cfg.dir_hidden]
+        report["colour_branch_after"] = [feature_width, dir_width]
     with torch.no_grad():
         for name, keep in keeps.items():
             old, new = nets[name], getattr(new_field, name)
-            copy_pruned(old, new, keep)
+            copy_pruned(old, new, keep, branches[name])
             if x is not None:
-                report[f"{name}_fit_error"] = reconstruct(old, new, keep, x)
+                report[f"{name}_fit_error"] = reconstruct(
+                    old, new, keep, x, d, branches[name] if colour_branch else None)
     new_field.low_rank = dict(field.low_rank)
     original = c.model
     c.model = replace(original, field=new_field)

@@ -9,7 +9,8 @@ components so the field really shrinks.
   factor grids). ``keep_mass`` is the share of total importance the kept entries hold.
 - ``occupancy``: grid fields; entries no occupied cell projects onto.
 - ``neurons`` (structured): MLP NeRFs; the ``ratio`` of each trunk layer's neurons that
-  matter least are removed, so every matrix really shrinks; given the scene, the kept weights
+  matter least are removed, so every matrix really shrinks (``colour_branch=True``: the same
+  share of the feature channels and view-direction neurons too); given the scene, the kept weights
   are refitted to reproduce the original layers (``neurons.py``), and ``refit_steps`` of
   distillation from the original (rendered novel-view rays plus point targets) then make the
   pruned model render like it.
@@ -50,7 +51,8 @@ def weight_tensors(c: Compressed) -> dict[str, Tensor]:
 
 def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
           scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
-          n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = REFIT_LR, *,
+          n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = REFIT_LR,
+          colour_branch: bool = False, *,
           scene: Scene | None = None, quiet: bool = True
           ) -> tuple[Compressed, dict]:
     """Prune a copy of ``model``; returns it and a report."""
@@ -63,7 +65,7 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
         report = prune_components(c, ratio)
     elif method == "neurons":
         _validate_ratio(ratio)
-        report = prune_neurons(c, ratio, scene, refit_steps, refit_lr, quiet)
+        report = prune_neurons(c, ratio, scene, refit_steps, refit_lr, colour_branch, quiet)
     else:
         require_tensorf(c.model, f"prune(method={method})")
         if method == "importance":
@@ -77,7 +79,8 @@ def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "
     args = {"ratio": ratio, "method": method, "scope": scope, "threshold": threshold,
             "keep_mass": keep_mass}
     if method == "neurons":
-        args |= {"refit_steps": refit_steps, "refit_lr": refit_lr}
+        args |= {"refit_steps": refit_steps, "refit_lr": refit_lr,
+                 "colour_branch": colour_branch}
     c.record("prune", args, report)
     return c, report
 

@@ -43,7 +43,7 @@ class MLPNeRFConfig:
     dir_freqs: int = 4
     """Sin/cos frequencies L of the view-direction encoding."""
     hidden: int = 256
-    """Width of the position (trunk) layers."""
+    """Width of the feature layer, and of every trunk layer unless ``widths`` gives them."""
     depth: int = 8
     """Number of trunk layers, the first included."""
     skips: tuple[int, ...] = (5,)
