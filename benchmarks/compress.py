@@ -71,7 +71,7 @@ def main() -> None:
                                render_seconds(model, scene, views[:3])},
                   "rows": [], "machine": machine_info()}
     base_render = record["baseline"]["render_seconds"]
-    if args.append and base_render is not None and not args.no_render_time:
+    if args.append and not args.no_render_time:
         # Appended rows are timed against the uncompressed field timed again in this run.
         base_render = render_seconds(model, scene, views[:3])
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
@@ -92,7 +92,7 @@ def main() -> None:
                "ssim": res["mean"]["ssim"],
                "psnr_loss": record["baseline"]["psnr"] - res["mean"]["psnr"],
                "decode_seconds": decode_s, "compress_seconds": compress_s,
-               "render_ratio": None if args.no_render_time or base_render is None else
+               "render_ratio": None if base_render is None or args.no_render_time else
                render_seconds(back, scene, views[:3]) / base_render,
                "baseline_render_seconds": base_render,
                "command": "python " + " ".join(sys.argv), "commit": commit}
