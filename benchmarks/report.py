@@ -175,7 +175,8 @@ def plot_rate_distortion(record: dict, path: Path) -> None:
                label=f"float32 ({record['float32_bytes'] / 1e6:.1f} MB)")
     ax.set_xscale("log")
     ax.set_xlabel("file size (MB, log scale)")
-    ax.set_ylabel(f"test PSNR (dB, every {record['every']}th view)")
+    views = "all views" if record["every"] == 1 else f"every {record['every']}th view"
+    ax.set_ylabel(f"test PSNR (dB, {views})")
     ax.set_title(f"{record['name']}: rate-distortion of compression pipelines")
     ax.legend(fontsize=7, title="first pass", title_fontsize=7)
     ax.grid(True, which="both", lw=0.3)
