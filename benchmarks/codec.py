@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import RECORDS
 
 from nerfzip.codec import nrz
 from nerfzip.codec import symbols as sym
@@ -145,7 +146,7 @@ def main() -> None:
         print(f"  {label:<11} {report.bytes / 1e6:8.3f} MB  x{row['ratio_to_safetensors']:6.2f}"
               f"  enc {report.encode_seconds:6.2f} s  dec {row['decode_seconds']:.3f} s  "
               f"PSNR {row['psnr']:.2f} (float32 {row['psnr_float32']:.2f})", file=sys.stderr)
-    write_json(ROOT / "benchmarks" / "out" / f"codec_{name}.json", {
+    write_json(RECORDS / f"codec_{name}.json", {
         "benchmark": "codec", "name": name, "scene": scene.name, "family": model.field.family,
         "parameters": params, "safetensors_bytes": st_bytes, "views": views,
         "command": "python " + " ".join(sys.argv), "rows": rows, "machine": machine_info(),

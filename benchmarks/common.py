@@ -1,9 +1,15 @@
-"""What the benchmark scripts share: timing a model's full-resolution test-view renders."""
+"""What the benchmark scripts share: where their JSON records go, and timing a model's
+full-resolution test-view renders."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
+
+RECORDS = Path(__file__).resolve().parent / "records"
+"""The benchmark records (tracked in git, so RESULTS.md can always be rebuilt from them); models
+and scratch outputs go to the untracked ``benchmarks/out``."""
 
 
 def render_seconds(model, scene, views: list[int]) -> float:

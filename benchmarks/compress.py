@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import render_seconds
+from common import RECORDS, render_seconds
 
 from nerfzip.codec import nrz
 from nerfzip.compression.pipeline import PRESETS, parse_pipeline, run_pipeline
@@ -55,7 +55,7 @@ def main() -> None:
     model = load_model(args.model)
     scene = load_scene(model.space.source, downscale=model.space.downscale)
     name = args.name or f"{scene.name}_{model.field.family}"
-    out_json = ROOT / "benchmarks" / "out" / f"compress_{name}.json"
+    out_json = RECORDS / f"compress_{name}.json"
     tmp = Path(tempfile.mkdtemp())
     params = model.field.num_parameters()
     n_test = len(scene.split("test"))

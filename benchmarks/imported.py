@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import RECORDS
+
 from nerfzip.data.scene import load_scene
 from nerfzip.evaluation.metrics import image_metrics, to_uint8
 from nerfzip.importers.nerf_pytorch import import_as_model
@@ -63,7 +65,7 @@ def main() -> None:
         "parameters": model.field.num_parameters(), "checkpoint_bytes": ckpt.stat().st_size,
         "machine": machine_info(),
     }
-    write_json(ROOT / "benchmarks" / "out" / f"imported_{args.scene}.json", record)
+    write_json(RECORDS / f"imported_{args.scene}.json", record)
     print(json.dumps({k: v for k, v in record.items() if k != "views"}, indent=1))
 
 

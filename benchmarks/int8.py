@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import render_seconds
+from common import RECORDS, render_seconds
 
 from nerfzip.data.scene import load_scene
 from nerfzip.evaluation.evaluate import evaluate
@@ -49,7 +49,7 @@ def main() -> None:
               "family": model.field.family, "model": args.model, "every": args.every,
               "views": len(views), "rows": rows, "command": "python " + " ".join(sys.argv),
               "machine": machine_info()}
-    write_json(ROOT / "benchmarks" / "out" / f"int8_{name}.json", record)
+    write_json(RECORDS / f"int8_{name}.json", record)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from common import render_seconds
+from common import RECORDS, render_seconds
 
 import nerfzip.fields.tensorf as tensorf
 from nerfzip.data.scene import load_scene
@@ -70,7 +70,7 @@ def main() -> None:
               "timed_views": timed, "rows": rows, "render": vars(model.render),
               "command": "python " + " ".join(sys.argv), "machine": machine_info(),
               "torch_threads": torch.get_num_threads()}
-    write_json(ROOT / "benchmarks" / "out" / f"render_{name}.json", record)
+    write_json(RECORDS / f"render_{name}.json", record)
 
 
 if __name__ == "__main__":

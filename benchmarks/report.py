@@ -1,7 +1,12 @@
-"""Collect the JSON records in ``benchmarks/out`` into the tables of ``benchmarks/RESULTS.md``
-(between the ``<!-- tables -->`` markers; the prose around them is kept), and draw one
-rate-distortion plot per compression record (``benchmarks/rd_<name>.png``; needs matplotlib,
-the ``bench`` extra).
+"""Collect the JSON records in ``benchmarks/records`` into the tables of
+``benchmarks/RESULTS.md`` (between the ``<!-- tables -->`` markers; the prose around them is
+kept), and draw one rate-distortion plot per compression record (``benchmarks/rd_<name>.png``;
+needs matplotlib, the ``bench`` extra).
+
+Rows already in a table whose record is not in the folder are kept as they stand: they were
+measured before the records were tracked in git, on machines whose records are gone, and a
+rebuild must not drop them. A record replaces the rows of its own key (the model name; for
+training, the command).
 
     python benchmarks/report.py
 """
@@ -11,8 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common import RECORDS
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "out"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- tables -->", "<!-- /tables -->"
 
@@ -185,30 +191,75 @@ def plot_rate_distortion(record: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def row_key(header: str, row: str) -> str:
+    """Which record a table row belongs to: the training table's command, else the first
+    column (the model or scene name)."""
+    return cells(row)[-1] if header.startswith("| scene | field |") else cells(row)[0]
+
+
+def old_tables(text: str) -> dict[str, list[str]]:
+    """The data rows of every table between the markers, by the table's header line."""
+    tables: dict[str, list[str]] = {}
+    header = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = line
+            tables.setdefault(header, [])
+        elif not line.startswith("|---"):
+            tables[header].append(line)
+    return tables
+
+
+def merge(table: list[str], old: dict[str, list[str]]) -> list[str]:
+    """``table`` (header, separator, rows from records) plus the old rows of the same table
+    whose key no record produced, grouped by key in a stable order."""
+    header, rule, *rows = table
+    keys = {row_key(header, r) for r in rows}
+    kept = [r for r in old.get(header, []) if row_key(header, r) not in keys]
+    width = 2 if header.startswith("| scene | field |") else 1
+    merged = sorted(kept + rows, key=lambda r: [c.lower() for c in cells(r)[:width]])
+    return [header, rule, *merged]
+
+
+def machine_line(machine: dict | None, old_body: str) -> str:
+    if machine is None:  # no record yet: keep what the tables said
+        return next((line for line in old_body.splitlines() if line.startswith("Machine:")),
+                    "Machine: ?")
+    return (f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
+            f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.")
+
+
 def main() -> None:
-    records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     train = [r for r in records if r.get("benchmark") == "train"]
     imported = [r for r in records if r.get("benchmark") == "imported"]
     codec = [r for r in records if r.get("benchmark") == "codec"]
     compress = [r for r in records if r.get("benchmark") == "compress"]
     int8 = [r for r in records if r.get("benchmark") == "int8"]
     render = [r for r in records if r.get("benchmark") == "render"]
-    machine = (train or imported)[0]["machine"] if records else {}
-    lines = [START, "", f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
-             f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.", "",
-             "### Training: test PSNR against training time", "", *train_table(train), "",
-             "### Render time of a trained model", "", *render_table(render), "",
-             "### Imported nerf-pytorch models", "", *imported_table(imported), "",
-             "### The .nrz codec (precision only, no compression passes)", "",
-             *codec_table(codec), "", "Entropy coding of symbol arrays of at least 10^5 "
-             "symbols (ratios of coded bits to the empirical entropy of the symbols):", "",
-             *entropy_table(codec), "",
-             "### Compression pipelines", "", *compress_table(compress), "",
-             "### Dynamic int8 inference (`--int8 on`) against float32", "",
-             *int8_table(int8), "", END]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
+    body, tail = rest.split(END, 1)
+    old = old_tables(body)
+    machine = next((r["machine"] for r in records if "machine" in r), None)
+    lines = [START, "", machine_line(machine, body), "",
+             "### Training: test PSNR against training time", "",
+             *merge(train_table(train), old), "",
+             "### Render time of a trained model", "", *merge(render_table(render), old), "",
+             "### Imported nerf-pytorch models", "", *merge(imported_table(imported), old), "",
+             "### The .nrz codec (precision only, no compression passes)", "",
+             *merge(codec_table(codec), old), "", "Entropy coding of symbol arrays of at least "
+             "10^5 symbols (ratios of coded bits to the empirical entropy of the symbols):", "",
+             *merge(entropy_table(codec), old), "",
+             "### Compression pipelines", "", *merge(compress_table(compress), old), "",
+             "### Dynamic int8 inference (`--int8 on`) against float32", "",
+             *merge(int8_table(int8), old), "", END]
     RESULTS.write_text(head + "\n".join(lines) + tail)
     print(f"wrote {RESULTS}")
     try:

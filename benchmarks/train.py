@@ -24,7 +24,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from common import render_seconds
+from common import RECORDS, render_seconds
 
 from nerfzip.cli.args import add_dataclass_options, overrides
 from nerfzip.data.scene import load_scene
@@ -98,7 +98,7 @@ def main() -> None:
         "model_bytes": (out_dir / "model.safetensors").stat().st_size,
         "config": asdict(cfg), "machine": machine_info(), "torch_threads": torch.get_num_threads(),
     }
-    write_json(ROOT / "benchmarks" / "out" / f"{name}.json", record)
+    write_json(RECORDS / f"{name}.json", record)
     print(json.dumps({k: v for k, v in record.items() if k not in ("config", "curve")}, indent=1))
 
 
