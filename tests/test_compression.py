@@ -17,7 +17,7 @@ from nerfzip.codec import nrz
 from nerfzip.compression.finetune import finetune
 from nerfzip.compression.pipeline import load_pipeline_yaml, parse_pipeline, run_pipeline
 from nerfzip.compression.prune import prune
-from nerfzip.compression.quantize import quantize
+from nerfzip.compression.quantize import calibrated_grid, quantize
 from nerfzip.compression.state import Codebook, Mask, QuantGrid, constrained
 from nerfzip.compression.vq import kmeans, vector_quantize
 from nerfzip.data.procedural import load_procedural
@@ -81,6 +81,30 @@ def test_eight_bit_quantization_is_four_times_smaller(trained, scene, tmp_path):
     assert raw / coded >= 4.0
     assert psnr(c.model, scene) > psnr(trained, scene) - 0.3
     assert_file_decodes_to(c, tmp_path)
+
+
+def test_mse_calibration_clips_outliers_for_a_finer_step():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4096, generator=gen)
+    x[:, 0] = 40.0  # one outlier per channel stretches the min / max range tenfold
+    x[:, 1:100] = 0.0  # pruned entries
+    for axis in (0, None):
+        wide = calibrated_grid(x, 4, axis, "minmax")
+        tight = calibrated_grid(x, 4, axis, "mse")
+        err_wide = (wide.project(x) - x).pow(2).sum()
+        err_tight = (tight.project(x) - x).pow(2).sum()
+        # 16 levels over [-4, 40] put the Gaussian bulk on 2-3 levels; clipping wins clearly
+        assert err_tight < 0.5 * err_wide
+        assert float(tight.scale.max()) < float(wide.scale.min())
+        assert torch.equal(tight.project(x)[:, 1:100], torch.zeros(8, 99))
+    # where min / max is already best (uniform values, no outliers), it is kept
+    u = torch.linspace(-1.0, 1.0, 4096).view(1, -1)
+    assert torch.equal(calibrated_grid(u, 4, 0, "mse").scale, calibrated_grid(u, 4, 0).scale)
+
+
+def test_quant_rejects_an_unknown_calibration(trained):
+    with pytest.raises(NerfzipError, match="calibration must be one of minmax, mse"):
+        quantize(trained, 8, calibration="kl")
 
 
 def test_finetune_keeps_masks_codebooks_and_grids(trained, scene, tmp_path):
@@ -236,6 +260,24 @@ def test_low_rank_at_full_energy_is_exact_and_round_trips(tmp_path):
     assert back.field.low_rank == c.model.field.low_rank
     assert all(torch.equal(back.field.named_tensors()[k], v)
                for k, v in c.model.field.named_tensors().items())
+
+
+def test_low_rank_budget_spends_the_weights_where_the_energy_is():
+    from nerfzip.compression.low_rank import budget_ranks, low_rank
+
+    gen = torch.Generator().manual_seed(0)
+    exact = torch.randn(64, 2, generator=gen) @ torch.randn(2, 64, generator=gen)  # rank 2
+    noise = torch.randn(64, 64, generator=gen)
+    svals = [torch.linalg.svdvals(w) for w in (exact, noise)]
+    # 9 singular values' worth of weights (128 each): the rank-2 layer needs only its 2, the
+    # full-rank one takes every other
+    ranks = budget_ranks(svals, [(64, 64), (64, 64)], budget=9 * 128 / (2 * 64 * 64))
+    assert ranks == [2, 7]
+    model = small_mlp()
+    c, report = low_rank(model, include="fine.layers", budget=0.3)
+    assert report["weights_after"] <= 0.3 * report["weights_before"]
+    assert report["weights_after"] > 0.25 * report["weights_before"]
+    assert c.history[-1]["args"]["budget"] == 0.3
 
 
 def test_neuron_pruning_shrinks_every_trunk_layer(tmp_path):
