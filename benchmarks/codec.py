@@ -4,7 +4,7 @@ For each precision (lossless, half, 8/6/4-bit per channel, 8-bit per tensor): fi
 to the model's safetensors file, encode time and throughput, decode time (median of 3), and the
 PSNR of a few test views against the ground truth and against the uncompressed field (same run).
 For every entropy-coded symbol array of at least 10^5 symbols: coded bits against the
-empirical entropy of its symbols. Writes ``benchmarks/out/codec_<name>.json``.
+empirical entropy of its symbols. Writes ``benchmarks/records/codec_<name>.json``.
 
     python benchmarks/codec.py --model benchmarks/out/train_lego_tensorf-vm_crop/model.safetensors
     python benchmarks/codec.py --imported lego

@@ -3,7 +3,8 @@
 For each pipeline (each technique alone at a few strengths, and the presets): .nrz bytes, ratio
 to the float32 parameters, test PSNR / SSIM (the quick subset unless --every says otherwise),
 decode time, and render time as a ratio to the uncompressed model's render time in the same
-run. Writes ``benchmarks/out/compress_<name>.json`` (``report.py`` draws its rate-distortion PNG).
+run. Writes ``benchmarks/records/compress_<name>.json`` (``report.py`` draws its
+rate-distortion PNG).
 
     python benchmarks/compress.py --model benchmarks/out/train_lego_tensorf-vm_crop \\
         --pipelines preset:balanced "quant(8)" "prune(0.5) finetune(300)"

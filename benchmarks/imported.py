@@ -3,7 +3,7 @@ trained with (64 coarse + 64 fine samples per ray), and the time to render one v
 
 A plain MLP NeRF render of a 400x400 view costs minutes on a 2-core CPU, so ``--views`` picks
 the test views to score (default: lego views 0 and 8, which the issue quotes for orientation;
-fern's whole test split, 3 views). Writes ``benchmarks/out/imported_<scene>.json``.
+fern's whole test split, 3 views). Writes ``benchmarks/records/imported_<scene>.json``.
 
     python benchmarks/imported.py --scene lego --views 0 8
 """

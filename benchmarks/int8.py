@@ -1,7 +1,7 @@
 """Benchmark: dynamic int8 inference of a model's linear layers (``--int8 on``) against float32,
 in one run: test PSNR / SSIM of both, median full-view render time, and the time of one batch
 of 65,536 field queries each way (what ``--int8 auto`` measures to decide). Writes
-``benchmarks/out/int8_<name>.json``.
+``benchmarks/records/int8_<name>.json``.
 
     python benchmarks/int8.py --model benchmarks/out/train_lego_tensorf-vm_crop --every 8
 """

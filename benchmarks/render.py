@@ -5,7 +5,7 @@ For each setting (``baked``: the default inference path; ``factors``: baking swi
 density comes from the factor grids as in training; ``step xS``: the default path marching with
 S times the trained step, ``nerfzip eval --step-scale S``) it scores the test subset and times
 full test views (the same 5 views as ``train.py``: median after a warm-up). Writes
-``benchmarks/out/render_<name>.json``.
+``benchmarks/records/render_<name>.json``.
 
     python benchmarks/render.py --model benchmarks/out/train_lego_tensorf-vm_crop --every 8 \
         --step-scales 1.5 2

@@ -3,7 +3,8 @@
 Trains with the CLI's defaults for the scene, pauses the clock at fixed training times to
 evaluate the quick test subset (benchmarks.md: lego every 8th test view; all test views of fern
 and fox), then evaluates the final model, measures render time (median over 5 views after a
-warm-up) and peak memory (max RSS). Writes ``benchmarks/out/train_<scene>_<field>.json``.
+warm-up) and peak memory (max RSS). Writes
+``benchmarks/records/train_<scene>_<field>.json``.
 Any training option of ``nerfzip train`` overrides the scene's defaults. ``--mark-every``
 evaluates the timed marks on a sparser subset (for fields whose renders take minutes; the final
 evaluation always uses the protocol's subset).
