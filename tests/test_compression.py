@@ -5,6 +5,7 @@ Pipelines parse, and bad specs are rejected naming the step."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -102,6 +103,16 @@ def test_mse_calibration_clips_outliers_for_a_finer_step():
     assert torch.equal(calibrated_grid(u, 4, 0, "mse").scale, calibrated_grid(u, 4, 0).scale)
 
 
+def test_quantization_never_rounds_the_field_box(trained):
+    model = copy.deepcopy(trained)
+    with torch.no_grad():  # a cropped box: its corners are not on any 2-bit grid
+        model.field.aabb.copy_(torch.tensor([[-1.1, -0.7, -1.2], [1.2, 0.9, 0.55]]))
+    box = model.field.aabb.clone()
+    c, _ = quantize(model, 2, min_elements=1)
+    assert torch.equal(c.model.field.aabb, box)
+    assert "aabb" not in c.constraints
+
+
 def test_quant_rejects_an_unknown_calibration(trained):
     with pytest.raises(NerfzipError, match="calibration must be one of minmax, mse"):
         quantize(trained, 8, calibration="kl")
@@ -178,7 +189,7 @@ def test_pipeline_text_and_yaml(tmp_path):
 @pytest.mark.parametrize("spec, fragment", [
     ("quant(8) zip(3)", "step 2 (zip(3)): unknown pass 'zip'"),
     ("quant(bits=eight)", "bits must be a int"),
-    ("quant(8, 9, 10, 11, 12)", "at most 4 positional"),
+    ("quant(8, 9, 10, 11, 12, 13)", "at most 5 positional"),
     ("prune(0.5, colour=red)", "unknown argument 'colour'"),
     ("quant(8", "cannot read"),
     ("quant(bits=8, 9)", "positional argument after a keyword"),

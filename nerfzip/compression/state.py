@@ -208,10 +208,10 @@ class Compressed:
         self.constraints[name] = kept + [constraint]
 
     def tensors(self) -> dict[str, Tensor]:
-        """The field's parameters by name (live: writing to them changes the field)."""
-        own = dict(self.model.field.named_parameters())
-        own.update(dict(self.model.field.named_buffers()))
-        return own
+        """The field's learned parameters by name (live: writing to them changes the field).
+        Buffers are left out: the only one, the field's box, is geometry that no pass may
+        round (``quant(4, min_elements=1)`` would otherwise move a cropped box's corners)."""
+        return dict(self.model.field.named_parameters())
 
     @torch.no_grad()
     def project(self) -> None:
