@@ -49,6 +49,8 @@ def test_modes_off_on_and_auto(monkeypatch):
     assert same is model and report["int8"] is False
     on, report = int8.with_int8(model, "on")
     assert on is not model and report["int8"] and int8.count_linear(on.field) == 0
+    assert 0 < report["colour_rms"] < int8.COLOUR_RMS_TOLERANCE
+    assert report["density_error"] < int8.DENSITY_TOLERANCE
     assert on.meta["int8"]["parameters"] == model.field.num_parameters()
     timings = iter([1.0, 0.5])  # float, then int8: int8 is faster
     monkeypatch.setattr(int8, "time_forward", lambda *a, **k: next(timings))
@@ -57,6 +59,13 @@ def test_modes_off_on_and_auto(monkeypatch):
     timings = iter([0.5, 1.0])  # int8 slower: stays float
     auto, report = int8.with_int8(model, "auto")
     assert auto is model and not report["int8"] and "not faster" in report["reason"]
+    # Faster but inaccurate (as on the imported nerf-pytorch MLPs): auto stays float, on forces.
+    monkeypatch.setattr(int8, "COLOUR_RMS_TOLERANCE", report["colour_rms"] / 2)
+    timings = iter([1.0, 0.5])
+    auto, report = int8.with_int8(model, "auto")
+    assert auto is model and not report["int8"] and "moved colours" in report["reason"]
+    on, report = int8.with_int8(model, "on")
+    assert report["int8"] and report["colour_rms"] > int8.COLOUR_RMS_TOLERANCE
     with pytest.raises(NerfzipError, match="expected one of"):
         int8.with_int8(model, "fast")
 

@@ -149,7 +149,9 @@ def load_run_and_scene(run: str, data: str | None, device: str, int8: str = "off
     if int8 != "off":
         timing = (f" (field queries: float {report['float_seconds']:.3f} s, int8 "
                   f"{report['int8_seconds']:.3f} s)" if "int8_seconds" in report else "")
-        print(f"int8 inference: {'on' if report['int8'] else 'off'}{timing}"
+        error = (f" (colour RMS error {report['colour_rms']:.4f})" if "colour_rms" in report
+                 else "")
+        print(f"int8 inference: {'on' if report['int8'] else 'off'}{error}{timing}"
               + (f"; {report['reason']}" if "reason" in report else ""))
     source = data or model.space.source or model.space.format
     if not source:
