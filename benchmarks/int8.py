@@ -1,6 +1,7 @@
 """Benchmark: dynamic int8 inference of a model's linear layers (``--int8 on``) against float32,
 in one run: test PSNR / SSIM of both, median full-view render time, and the time of one batch
-of 65,536 field queries each way (what ``--int8 auto`` measures to decide). Writes
+of 65,536 field queries each way, and int8's colour / density error on those points (what
+``--int8 auto`` measures to decide). Writes
 ``benchmarks/records/int8_<name>.json``.
 
     python benchmarks/int8.py --model benchmarks/out/train_lego_tensorf-vm_crop --every 8
@@ -35,7 +36,7 @@ def main() -> None:
     model = load_model(args.model)
     scene = load_scene(model.space.source, downscale=model.space.downscale)
     name = args.name or f"{scene.name}_{model.field.family}"
-    q, _ = with_int8(model, "on")
+    q, report = with_int8(model, "on")
     x, d = sample_points(model.field, 65536)
     views = list(range(0, len(scene.split("test")), args.every))
     rows = {}
@@ -47,7 +48,9 @@ def main() -> None:
         print(f"{label}: {rows[label]}", file=sys.stderr)
     record = {"benchmark": "int8", "name": name, "scene": scene.name,
               "family": model.field.family, "model": args.model, "every": args.every,
-              "views": len(views), "rows": rows, "command": "python " + " ".join(sys.argv),
+              "views": len(views), "rows": rows,
+              "output_error": {k: report[k] for k in ("colour_rms", "density_error")},
+              "command": "python " + " ".join(sys.argv),
               "machine": machine_info()}
     write_json(RECORDS / f"int8_{name}.json", record)
 

@@ -106,13 +106,17 @@ def ratio(value: float | None) -> str:
 
 def int8_table(records: list[dict]) -> list[str]:
     rows = ["| model | test views | precision | PSNR | SSIM | render s/view | 65,536 field "
-            "queries | commit | command |", "|---|---|---|---|---|---|---|---|---|"]
+            "queries | colour RMS error there | commit | command |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         for label, x in r["rows"].items():
+            error = r.get("output_error") if label == "int8" else None
+            rms = f"{error['colour_rms']:.4f}" if error else "—"
             rows.append(f"| {r['name']} | {r['views']} (every {r['every']}th) | {label} | "
                         f"{x['psnr']:.2f} | {x['ssim']:.4f} | {x['render_seconds']:.2f} | "
-                        f"{x['query_seconds']:.3f} s | {r['machine']['commit']} | "
-                        f"`{r['command']}` |")
+                        f"{x['query_seconds']:.3f} s | "
+                        f"{rms} | "
+                        f"{r['machine']['commit']} | `{r['command']}` |")
     return rows
 
 
