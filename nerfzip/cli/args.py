@@ -1,37 +1,18 @@
 """Command-line options generated from config dataclasses.
 
 Each dataclass field becomes ``--field-name`` with its type and default, and the help text is the
-docstring written under the field (read from the source with ``ast``, as tyro does), so the
+docstring written under the field (``utils.schema.field_docs``), so the
 configs stay the single place where an option is described.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
-import textwrap
 import typing
-from functools import cache
 from typing import Any
 
-
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of dataclass ``cls``."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
-                isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and \
-                isinstance(nxt.value.value, str):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+from nerfzip.utils.schema import field_docs
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type,

@@ -42,7 +42,7 @@ from nerfzip.codec.tensors import (
     serialize,
 )
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.base import Field, build_field
+from nerfzip.fields.base import Field, build_field, family_ids
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig
@@ -53,8 +53,6 @@ END = b"NRZ-END\n"
 MAJOR, MINOR = 1, 1
 """The newest version this nerfzip reads and writes; a file is written with the lowest minor
 version its codecs need (``needed_minor``), so a file without 1.1 codecs is a 1.0 file."""
-FAMILY_IDS = {"tensorf-vm": 1, "tensorf-cp": 2, "mlp-nerf": 3}
-"""Stable ids of field families in the binary preamble: never renumber, only add."""
 MAX_SECTIONS = 1 << 16
 MAX_NAME = 512
 BUDGET_BASE, BUDGET_PER_BYTE = 1 << 24, 128
@@ -147,7 +145,7 @@ def model_header(model: RadianceModel) -> dict[str, Any]:
 def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, list[SectionInfo]]:
     """The bytes of a .nrz file for ``model``."""
     family = model.field.family
-    if family not in FAMILY_IDS:
+    if family not in family_ids():
         raise NerfzipError(f"field family {family!r} has no .nrz id yet")
     tensors = model_sections(model)
     nodes: dict[str, Node] = {}
@@ -156,7 +154,7 @@ def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, lis
         spec = options.spec_for(key, x) if name.startswith("field.") else TensorSpec(
             coders=options.coders)
         nodes[name] = encode_tensor(x, spec)
-    return assemble(model_header(model), FAMILY_IDS[family], nodes)
+    return assemble(model_header(model), family_ids()[family], nodes)
 
 
 def needed_minor(nodes: list[Node]) -> int:
@@ -268,11 +266,11 @@ def parse_nrz(data: bytes, path: Path) -> NrzFile:
         raise _fail(path, f"header: {e}") from None
     if not isinstance(header, dict) or header.get("format") != "nrz":
         raise _fail(path, "header is not a .nrz header")
-    if family_id not in FAMILY_IDS.values():
+    if family_id not in family_ids().values():
         raise _fail(path, f"unknown field family id {family_id} (written by a newer nerfzip?)")
     family = header.get("field", {}).get("family") if isinstance(header.get("field"),
                                                                    dict) else None
-    if FAMILY_IDS.get(family) != family_id:
+    if family_ids().get(family) != family_id:
         raise _fail(path, f"header field family {family!r} does not match family id "
                           f"{family_id}")
     sections, payloads = read_table(view, r, path)

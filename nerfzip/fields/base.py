@@ -86,6 +86,12 @@ class Field(nn.Module):
             out["low_rank"] = dict(self.low_rank)
         return out
 
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by learning-rate group: ``"grid"`` (feature grids and tables, trained at
+        a high rate) and ``"net"`` (networks). Trainer, fine-tuning and distillation all ask
+        the field; a family without grids has only ``"net"``."""
+        return {"net": list(self.parameters())}
+
     def regularization(self) -> Tensor:
         """The field's own regulariser for training (0 when it has none)."""
         return torch.zeros((), device=self.aabb.device)
@@ -110,19 +116,33 @@ class Field(nn.Module):
 
 
 FIELD_REGISTRY: dict[str, Callable[..., Field]] = {}
+FAMILY_IDS: dict[str, int] = {}
+"""Stable id of each field family in the .nrz preamble: never renumber, only add."""
 
 
-def register_field(name: str) -> Callable[[type[Field]], type[Field]]:
-    """Class decorator: register a field family under a stable name."""
+def register_field(name: str, file_id: int) -> Callable[[type[Field]], type[Field]]:
+    """Class decorator: register a field family under a stable name and a stable .nrz id."""
 
     def deco(cls: type[Field]) -> type[Field]:
+        taken = {v: k for k, v in FAMILY_IDS.items()}
+        if taken.get(file_id, name) != name:
+            raise ValueError(f"field family id {file_id} of {name!r} is taken by "
+                             f"{taken[file_id]!r}")
         # A class serving several families (TensoRF VM / CP) reports its own via a property.
         if not isinstance(cls.__dict__.get("family"), property):
             cls.family = name
         FIELD_REGISTRY[name] = cls
+        FAMILY_IDS[name] = file_id
         return cls
 
     return deco
+
+
+def family_ids() -> dict[str, int]:
+    """Every registered family's .nrz id (the families register on first use)."""
+    import nerfzip.fields  # noqa: F401  (registers the families)
+
+    return dict(FAMILY_IDS)
 
 
 def config_class(family: str) -> type:

@@ -208,7 +208,7 @@ class MLPNetwork(nn.Module):
         return torch.cat(parts)
 
 
-@register_field("mlp-nerf")
+@register_field("mlp-nerf", file_id=3)
 class MLPNeRF(Field):
     """An MLP NeRF: ``fine`` answers density/radiance; ``coarse`` (if hierarchical) guides
     sampling through ``coarse_field()``. Parameter names: ``fine.layers.{i}.weight``,

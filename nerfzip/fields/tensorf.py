@@ -298,6 +298,11 @@ class TensoRF(Field):
         self.aabb.copy_(aabb)
         self.config = replace(self.config, resolution=tuple((hi - lo + 1).tolist()))
 
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        grids = list(self.density_grids.parameters()) + list(self.app_grids.parameters())
+        return {"grid": grids, "net": list(self.basis.parameters())
+                + list(self.decoder.parameters())}
+
     def regularization(self, l1_density: float = 0.0, tv_density: float = 0.0,
                        tv_app: float = 0.0) -> Tensor:
         """Weighted L1 of the density factors and total variation of both (only terms with a
@@ -319,8 +324,8 @@ class TensoRF(Field):
         self.config = replace(self.config, resolution=tuple(res))
 
 
-register_field("tensorf-vm")(TensoRF)
-register_field("tensorf-cp")(TensoRF)
+register_field("tensorf-vm", file_id=1)(TensoRF)
+register_field("tensorf-cp", file_id=2)(TensoRF)
 
 
 def default_config(family: str, **overrides: object) -> TensoRFConfig:

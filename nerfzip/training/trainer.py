@@ -94,12 +94,7 @@ class Trainer:
         return torch.optim.Adam(groups, betas=(0.9, 0.99))
 
     def param_groups(self) -> dict[str, list[Tensor]]:
-        if isinstance(self.field, TensoRF):
-            grids = list(self.field.density_grids.parameters()) + list(
-                self.field.app_grids.parameters())
-            nets = list(self.field.basis.parameters()) + list(self.field.decoder.parameters())
-            return {"grid": grids, "net": nets}
-        return {"net": list(self.field.parameters())}
+        return self.field.param_groups()
 
     def lr(self, group: str) -> float:
         base = self.cfg.lr_grid if group == "grid" else self.cfg.lr_net
