@@ -35,14 +35,14 @@ API = {
     "train": "nerfzip.training.trainer",
     "save": "nerfzip.codec.nrz", "load": "nerfzip.codec.nrz", "info": "nerfzip.codec.nrz",
     "SaveOptions": "nerfzip.codec.nrz",
-    "prune": "nerfzip.compression.prune", "quantize": "nerfzip.compression.quantize",
-    "half": "nerfzip.compression.quantize", "vector_quantize": "nerfzip.compression.vq",
-    "finetune": "nerfzip.compression.finetune", "low_rank": "nerfzip.compression.low_rank",
-    "distill": "nerfzip.compression.distill",
-    "tensor_decompose": "nerfzip.compression.decompose",
-    "reduce_rank": "nerfzip.compression.decompose", "convert": "nerfzip.compression.decompose",
+    "prune": "nerfzip.compression.passes.prune", "quantize": "nerfzip.compression.passes.quant",
+    "half": "nerfzip.compression.passes.quant", "vector_quantize": "nerfzip.compression.passes.vq",
+    "finetune": "nerfzip.compression.fit.finetune", "low_rank": "nerfzip.compression.passes.low_rank",
+    "distill": "nerfzip.compression.fit.student",
+    "tensor_decompose": "nerfzip.compression.passes.tensor_decompose",
+    "reduce_rank": "nerfzip.compression.passes.tensor_decompose", "convert": "nerfzip.compression.passes.tensor_decompose",
     "run_pipeline": "nerfzip.compression.pipeline",
-    "parse_pipeline": "nerfzip.compression.pipeline", "Compressed": "nerfzip.compression.state",
+    "parse_pipeline": "nerfzip.compression.pipeline", "Compressed": "nerfzip.compression.compressed",
 }
 
 

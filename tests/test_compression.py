@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from nerfzip.codec import nrz
-from nerfzip.compression.finetune import finetune
+from nerfzip.compression.fit.finetune import finetune
 from nerfzip.compression.pipeline import load_pipeline_yaml, parse_pipeline, run_pipeline
-from nerfzip.compression.prune import prune
-from nerfzip.compression.quantize import calibrated_grid, quantize
-from nerfzip.compression.state import Codebook, Mask, QuantGrid, constrained
-from nerfzip.compression.vq import kmeans, vector_quantize
+from nerfzip.compression.passes.prune import prune
+from nerfzip.compression.passes.quant import calibrated_grid, quantize
+from nerfzip.compression.compressed import Codebook, Mask, QuantGrid, constrained
+from nerfzip.compression.passes.vq import kmeans, vector_quantize
 from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.evaluation.evaluate import evaluate
@@ -254,7 +254,7 @@ def mlp_outputs(model):
 
 
 def test_low_rank_at_full_energy_is_exact_and_round_trips(tmp_path):
-    from nerfzip.compression.low_rank import low_rank
+    from nerfzip.compression.passes.low_rank import low_rank
 
     model = small_mlp()
     with torch.no_grad():  # make the trunk truly rank 8, so rank 8 loses nothing
@@ -274,7 +274,7 @@ def test_low_rank_at_full_energy_is_exact_and_round_trips(tmp_path):
 
 
 def test_low_rank_budget_spends_the_weights_where_the_energy_is():
-    from nerfzip.compression.low_rank import budget_ranks, low_rank
+    from nerfzip.compression.passes.low_rank import budget_ranks, low_rank
 
     gen = torch.Generator().manual_seed(0)
     exact = torch.randn(64, 2, generator=gen) @ torch.randn(2, 64, generator=gen)  # rank 2
@@ -330,7 +330,7 @@ def test_neuron_pruning_of_the_colour_branch_shrinks_feature_and_direction_layer
 
 
 def test_neuron_pruning_keeps_the_strong_neurons():
-    from nerfzip.compression.neurons import neuron_keep
+    from nerfzip.compression.fit.neurons import neuron_keep
 
     model = small_mlp()
     with torch.no_grad():  # silence half of layer 1's neurons: they must be the ones removed
@@ -340,7 +340,7 @@ def test_neuron_pruning_keeps_the_strong_neurons():
 
 
 def test_colour_branch_pruning_keeps_the_channels_the_colour_reads():
-    from nerfzip.compression.neurons import branch_keep
+    from nerfzip.compression.fit.neurons import branch_keep
 
     net = small_mlp().field.fine
     with torch.no_grad():  # the direction layer ignores the odd feature channels
@@ -352,7 +352,7 @@ def test_colour_branch_pruning_keeps_the_channels_the_colour_reads():
 
 
 def test_neuron_pruning_with_reconstruction_beats_a_plain_cut(scene):
-    from nerfzip.compression.neurons import calibration_points
+    from nerfzip.compression.fit.neurons import calibration_points
 
     model = small_mlp()
     x, d = calibration_points(model, scene)

@@ -30,12 +30,12 @@ from nerfzip.codec.tensors import (
     serialize,
     tucker_to_tensor,
 )
-from nerfzip.compression.decompose import convert, reduce_rank, tensor_decompose
-from nerfzip.compression.finetune import finetune
+from nerfzip.compression.passes.tensor_decompose import convert, reduce_rank, tensor_decompose
+from nerfzip.compression.fit.finetune import finetune
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
-from nerfzip.compression.prune import prune
-from nerfzip.compression.quantize import quantize
-from nerfzip.compression.state import Factorized, constrained
+from nerfzip.compression.passes.prune import prune
+from nerfzip.compression.passes.quant import quantize
+from nerfzip.compression.compressed import Factorized, constrained
 from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig

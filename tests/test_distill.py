@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from nerfzip.codec import nrz
-from nerfzip.compression.distill import (
+from nerfzip.compression.fit.student import (
     DistillConfig,
     build_student,
     distill,
     heldout_psnr,
 )
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
-from nerfzip.compression.prune import prune
+from nerfzip.compression.passes.prune import prune
 from nerfzip.data.novel_views import (
     interpolate_poses,
     matrix_from_quaternion,
@@ -286,7 +286,7 @@ def test_distill_needs_the_scene(teacher):
 
 
 def test_a_compressed_teacher_keeps_its_history(teacher, scene):
-    from nerfzip.compression.quantize import quantize
+    from nerfzip.compression.passes.quant import quantize
 
     q, _ = quantize(teacher, 8)
     c, _ = distill(q, **TINY, scene=scene)

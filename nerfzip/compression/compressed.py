@@ -28,7 +28,7 @@ from nerfzip.codec.tensors import (
     quantize,
     tucker_to_tensor,
 )
-from nerfzip.compression.tensor_fit import fit_cp, fit_tucker
+from nerfzip.compression.fit.tensor_fit import fit_cp, fit_tucker
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from nerfzip.compression.state import Codebook, Compressed, Constraint, Factorized, constrained
+from nerfzip.compression.compressed import Codebook, Compressed, Constraint, Factorized, constrained
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.tensorf import TensoRF

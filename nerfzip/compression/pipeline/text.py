@@ -18,14 +18,14 @@ from typing import Any
 
 import yaml
 
-from nerfzip.compression.decompose import convert, reduce_rank, tensor_decompose
-from nerfzip.compression.distill import distill
-from nerfzip.compression.finetune import finetune
-from nerfzip.compression.low_rank import low_rank
-from nerfzip.compression.prune import prune
-from nerfzip.compression.quantize import half, quantize
-from nerfzip.compression.state import Compressed
-from nerfzip.compression.vq import vector_quantize
+from nerfzip.compression.passes.tensor_decompose import convert, reduce_rank, tensor_decompose
+from nerfzip.compression.fit.student import distill
+from nerfzip.compression.fit.finetune import finetune
+from nerfzip.compression.passes.low_rank import low_rank
+from nerfzip.compression.passes.prune import prune
+from nerfzip.compression.passes.quant import half, quantize
+from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.passes.vq import vector_quantize
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nerfzip.compression.state import Compressed
+from nerfzip.compression.compressed import Compressed
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
 

@@ -26,14 +26,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nerfzip.compression.importance import (
+from nerfzip.compression.analysis.importance import (
     grid_importance,
     keep_by_importance,
     occupancy_importance,
     require_tensorf,
 )
-from nerfzip.compression.neurons import REFIT_LR, prune_neurons
-from nerfzip.compression.state import Compressed, Mask, constrained
+from nerfzip.compression.fit.neurons import REFIT_LR, prune_neurons
+from nerfzip.compression.compressed import Compressed, Mask, constrained
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.tensorf import FactorGrids

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nerfzip.compression.state import Compressed
+from nerfzip.compression.compressed import Compressed
 from nerfzip.data.novel_views import novel_rays
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError

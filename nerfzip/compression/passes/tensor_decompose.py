@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nerfzip.codec.tensors import cp_to_tensor
-from nerfzip.compression.importance import require_tensorf
-from nerfzip.compression.state import Compressed, Factorized
-from nerfzip.compression.tensor_fit import balanced, cp_distance, fit_cp, reduce_cp
+from nerfzip.compression.analysis.importance import require_tensorf
+from nerfzip.compression.compressed import Compressed, Factorized
+from nerfzip.compression.fit.tensor_fit import balanced, cp_distance, fit_cp, reduce_cp
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import build_field
 from nerfzip.fields.tensorf import MAT_AXES, VEC_AXES, FactorGrids, TensoRF

@@ -26,7 +26,7 @@ from torch import Tensor
 from nerfzip.codec.nrz import channel_axis
 from nerfzip.codec.tensors import channel_view, dequantize, quant_grid
 from nerfzip.codec.tensors import quantize as to_symbols
-from nerfzip.compression.state import Compressed, Half, QuantGrid, constrained
+from nerfzip.compression.compressed import Compressed, Half, QuantGrid, constrained
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nerfzip.compression.distill import (
+from nerfzip.compression.fit.student import (
     DistillConfig,
     OccupiedPoints,
     density_grid,
@@ -36,7 +36,7 @@ from nerfzip.compression.distill import (
     tail_mean,
     train_student,
 )
-from nerfzip.compression.state import Compressed
+from nerfzip.compression.compressed import Compressed
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.encoding import positional_encoding

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nerfzip.compression.importance import grid_importance, occupancy_importance, require_tensorf
-from nerfzip.compression.state import Codebook, Compressed, constrained
+from nerfzip.compression.analysis.importance import grid_importance, occupancy_importance, require_tensorf
+from nerfzip.compression.compressed import Codebook, Compressed, constrained
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
