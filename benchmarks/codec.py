@@ -26,7 +26,7 @@ from common import RECORDS
 from nerfzip.codec import nrz
 from nerfzip.codec import symbols as sym
 from nerfzip.codec.tensors import Node, decode, encode_tensor
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.metrics import image_metrics, to_uint8
 from nerfzip.training.checkpoint import load_model, save_model
 from nerfzip.utils.io import write_json

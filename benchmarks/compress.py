@@ -23,7 +23,7 @@ from common import RECORDS, render_seconds
 
 from nerfzip.codec import nrz
 from nerfzip.compression.pipeline import PRESETS, parse_pipeline, run_pipeline
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
 from nerfzip.training.checkpoint import load_model
 from nerfzip.utils.io import read_json, write_json

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import RECORDS
 
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.metrics import image_metrics, to_uint8
 from nerfzip.importers.nerf_pytorch import import_as_model
 from nerfzip.utils.io import write_image, write_json

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import RECORDS, render_seconds
 
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
 from nerfzip.rendering.int8 import sample_points, time_forward, with_int8
 from nerfzip.training.checkpoint import load_model

@@ -21,7 +21,7 @@ import torch
 from common import RECORDS, render_seconds
 
 import nerfzip.fields.tensorf as tensorf
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
 from nerfzip.training.checkpoint import load_model
 from nerfzip.utils.io import write_json

@@ -28,7 +28,7 @@ import torch
 from common import RECORDS, render_seconds
 
 from nerfzip.cli.args import add_dataclass_options, overrides
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
 from nerfzip.training.config import TrainConfig, defaults_for
 from nerfzip.training.trainer import Trainer

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from nerfzip.codec import nrz
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
-from nerfzip.data.scene import Scene, load_scene
+from nerfzip.data.load import load_scene
+from nerfzip.data.scene import Scene
 from nerfzip.evaluation.evaluate import evaluate, render_path
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.training.config import defaults_for

@@ -14,8 +14,8 @@ from PIL import Image
 from nerfzip.data.blender import load_blender
 from nerfzip.data.cameras import pixel_rays
 from nerfzip.data.llff import load_llff
+from nerfzip.data.load import load_scene
 from nerfzip.data.nerfstudio import load_nerfstudio
-from nerfzip.data.scene import load_scene
 from nerfzip.errors import NerfzipError
 
 
@@ -249,3 +249,40 @@ def test_llff_bad_poses_file(tmp_path):
     (tmp_path / "poses_bounds.npy").write_bytes(b"not numpy")
     with pytest.raises(NerfzipError, match=r"poses_bounds\.npy: cannot read"):
         load_scene(tmp_path)
+
+
+# --- the format registry -----------------------------------------------------------------------
+
+
+def test_unrecognised_folder_lists_every_format(tmp_path):
+    with pytest.raises(NerfzipError) as err:
+        load_scene(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path}: not a scene folder (expected transforms_train.json (Blender), "
+        "poses_bounds.npy (LLFF) or transforms.json (nerfstudio / instant-ngp))")
+    with pytest.raises(NerfzipError, match="unknown scene format 'nope'"):
+        load_scene(tmp_path, fmt="nope")
+
+
+def test_a_registered_format_is_detected_and_loaded(tmp_path):
+    from nerfzip.data import formats
+    from nerfzip.data.procedural import load_procedural
+
+    seen = []
+
+    def load_toy(path: Path, downscale: int | None):
+        seen.append((path, downscale))
+        return load_procedural(resolution=8, n_train=1, n_test=1)
+
+    toy = formats.register_format(formats.SceneFormat(
+        "toy", load_toy, detect=lambda p: (p / "toy.txt").is_file(), expects="toy.txt (toy)",
+        priority=5))
+    try:
+        (tmp_path / "toy.txt").write_text("")
+        (tmp_path / "transforms.json").write_text("{}")  # priority 5 beats nerfstudio's 30
+        assert load_scene(tmp_path, downscale=3).name == "procedural"
+        assert seen == [(tmp_path, 3)]
+        with pytest.raises(ValueError, match="already registered"):
+            formats.register_format(toy)
+    finally:
+        del formats.FORMATS["toy"]

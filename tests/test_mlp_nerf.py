@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import build_field
 from nerfzip.fields.encoding import encoding_dim, positional_encoding

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nerfzip.data.cameras import image_rays
+from nerfzip.data.load import load_scene
 from nerfzip.data.procedural import (
     LIGHT,
     SLAB,
@@ -18,7 +19,6 @@ from nerfzip.data.procedural import (
     procedural_ground_truth,
     to_uint8,
 )
-from nerfzip.data.scene import load_scene
 from nerfzip.errors import NerfzipError
 
 

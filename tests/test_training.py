@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nerfzip.data.scene import load_scene
+from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
 from nerfzip.fields.mlp_nerf import MLPNeRFConfig
 from nerfzip.training.checkpoint import load_model

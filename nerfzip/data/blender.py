@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nerfzip.data.cameras import Cameras
+from nerfzip.data.formats import SceneFormat, register_format
 from nerfzip.data.scene import Scene, SceneSplit
 from nerfzip.errors import NerfzipError
 from nerfzip.utils.io import read_image, read_json, resize_image
@@ -92,3 +93,14 @@ def load_blender(root: str | Path, downscale: int = 1) -> Scene:
         aabb=torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]]), near=2.0, far=6.0,
         source=str(root),
     )
+
+
+def load_folder(path: Path, downscale: int | None) -> Scene:
+    """The registered loader: the protocol's full resolution by default."""
+    return load_blender(path, downscale or 1)
+
+
+register_format(SceneFormat(
+    "blender", load_folder,
+    detect=lambda path: (path / "transforms_train.json").is_file(),
+    expects="transforms_train.json (Blender)", priority=10))

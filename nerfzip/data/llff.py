@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from nerfzip.data.cameras import Cameras
+from nerfzip.data.formats import SceneFormat, register_format
 from nerfzip.data.scene import NDCParams, Scene, SceneSplit
 from nerfzip.errors import NerfzipError
 from nerfzip.utils.io import read_image, resize_image
@@ -163,3 +164,14 @@ def load_llff(root: str | Path, downscale: int = 8) -> Scene:
         ndc=NDCParams(focal=focal, width=int(w), height=int(h), near=1.0),
         source=str(root), info=info,
     )
+
+
+def load_folder(path: Path, downscale: int | None) -> Scene:
+    """The registered loader: images_8 by default (the protocol's)."""
+    return load_llff(path, downscale or 8)
+
+
+register_format(SceneFormat(
+    "llff", load_folder,
+    detect=lambda path: (path / "poses_bounds.npy").is_file(),
+    expects="poses_bounds.npy (LLFF)", priority=20))

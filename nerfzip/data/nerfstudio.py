@@ -38,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 
 from nerfzip.data.blender import composite
 from nerfzip.data.cameras import Cameras
+from nerfzip.data.formats import SceneFormat, register_format
 from nerfzip.data.scene import Scene, SceneSplit
 from nerfzip.errors import NerfzipError
 from nerfzip.utils.io import read_image, read_json, resize_image
@@ -227,3 +228,14 @@ def load_nerfstudio(root: str | Path, downscale: int = 4) -> Scene:
         background=torch.from_numpy(background), aabb=aabb, near=NEAR, far=far,
         source=str(root), info=info,
     )
+
+
+def load_folder(path: Path, downscale: int | None) -> Scene:
+    """The registered loader: a quarter of the resolution by default (the protocol's)."""
+    return load_nerfstudio(path, downscale or 4)
+
+
+register_format(SceneFormat(
+    "nerfstudio", load_folder,
+    detect=lambda path: (path / "transforms.json").is_file(),
+    expects="transforms.json (nerfstudio / instant-ngp)", priority=30))

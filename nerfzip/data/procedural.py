@@ -23,11 +23,13 @@ renderer's own pinhole convention, and rounded to uint8, so they equal
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from nerfzip.data.cameras import Cameras, image_rays
+from nerfzip.data.formats import SceneFormat, register_format
 from nerfzip.data.scene import Scene, SceneSplit
 from nerfzip.errors import NerfzipError
 
@@ -205,3 +207,12 @@ def load_procedural(resolution: int = 64, n_train: int = 40, n_test: int = 8) ->
         background=torch.ones(3), aabb=torch.tensor([[-1.2] * 3, [1.2] * 3]), near=1.5, far=4.5,
         info=info,
     )
+
+
+def load_builtin(path: Path, downscale: int | None) -> Scene:
+    """The registered loader (``load_scene("procedural")``): 64 pixels by default, 256 / d at a
+    downscale d."""
+    return load_procedural(resolution=64 if downscale is None else 256 // downscale)
+
+
+register_format(SceneFormat("procedural", load_builtin, builtin=True))

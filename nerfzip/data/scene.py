@@ -1,5 +1,5 @@
 """The ``Scene``: posed images split into train/val/test, with background, bounds and the space the
-field lives in; and ``load_scene``, which recognises a folder's format.
+field lives in. (``load_scene``, which recognises a folder's format, is ``nerfzip.data.load``.)
 
 A scene's *field space* is where fields are defined: world space (Blender, nerfstudio: bounded
 by ``aabb``) or normalised device coordinates for forward-facing LLFF captures (``ndc`` set;
@@ -10,13 +10,13 @@ field space with their ``near``/``far`` range, so renderers never special-case t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from nerfzip.data.cameras import Cameras, RayBundle, image_rays, pixel_rays, to_ndc
 from nerfzip.errors import NerfzipError
+from nerfzip.utils.schema import limits
 
 
 @dataclass
@@ -33,12 +33,17 @@ class SceneSplit:
 
 @dataclass(frozen=True)
 class NDCParams:
-    """The forward-facing NDC mapping (``cameras.to_ndc``) of an LLFF scene."""
+    """The forward-facing NDC mapping (``cameras.to_ndc``) of an LLFF scene (ranges checked
+    when read from a file: beyond them the mapping overflows float32)."""
 
-    focal: float
-    width: int
-    height: int
-    near: float = 1.0
+    focal: float = field(metadata=limits(1e-3, 1e7))
+    """Focal length in pixels."""
+    width: int = field(metadata=limits(1, 1 << 16))
+    """Image width in pixels."""
+    height: int = field(metadata=limits(1, 1 << 16))
+    """Image height in pixels."""
+    near: float = field(default=1.0, metadata=limits(1e-3, 1e3))
+    """Depth of the plane the rays start on (world units)."""
 
 
 @dataclass
@@ -121,45 +126,12 @@ def fmt3(v: list[float]) -> str:
     return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
 
 
-def detect_format(path: Path) -> str:
-    """Which loader reads ``path``: by the files it holds."""
-    if (path / "transforms_train.json").is_file():
-        return "blender"
-    if (path / "poses_bounds.npy").is_file():
-        return "llff"
-    if (path / "transforms.json").is_file():
-        return "nerfstudio"
-    raise NerfzipError(
-        f"{path}: not a scene folder (expected transforms_train.json (Blender), "
-        "poses_bounds.npy (LLFF) or transforms.json (nerfstudio / instant-ngp))")
+def __getattr__(name: str) -> object:
+    """The old home of ``load_scene`` and ``detect_format``, now ``nerfzip.data.load``: resolved
+    on first use, since importing the loaders from here at import time is the cycle the move
+    removed (loaders import ``Scene`` from this module)."""
+    if name in ("load_scene", "detect_format"):
+        from nerfzip.data import load
 
-
-def load_scene(path: str | Path, downscale: int | None = None, fmt: str | None = None) -> Scene:
-    """Load a scene folder, or the built-in procedural scene when ``path`` is ``"procedural"``.
-
-    ``downscale`` divides the image resolution (default: 1 for Blender, 8 for LLFF (images_8),
-    4 for nerfstudio captures, the benchmark protocol's choices).
-    """
-    if str(path) == "procedural" or fmt == "procedural":
-        from nerfzip.data.procedural import load_procedural
-
-        return load_procedural(resolution=64 if downscale is None else 256 // downscale)
-    path = Path(path)
-    if not path.exists():
-        raise NerfzipError(f"{path}: no such scene folder")
-    if not path.is_dir():
-        raise NerfzipError(f"{path}: is a file, expected a scene folder")
-    fmt = fmt or detect_format(path)
-    if fmt == "blender":
-        from nerfzip.data.blender import load_blender
-
-        return load_blender(path, downscale=downscale or 1)
-    if fmt == "llff":
-        from nerfzip.data.llff import load_llff
-
-        return load_llff(path, downscale=downscale or 8)
-    if fmt == "nerfstudio":
-        from nerfzip.data.nerfstudio import load_nerfstudio
-
-        return load_nerfstudio(path, downscale=downscale or 4)
-    raise NerfzipError(f"unknown scene format {fmt!r}")
+        return getattr(load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
