@@ -38,7 +38,8 @@ FLOAT = torch.float32
 class TensorSpec:
     """The precision requested for one tensor.
 
-    ``mode``: ``lossless`` (bit-exact), ``half`` (float16), ``quant`` (uniform ``bits``-bit
+    ``mode``: ``lossless`` (bit-exact, except that -0.0 may decode as 0.0: codebooks and sparse
+    forms compare values, and -0.0 == 0.0), ``half`` (float16), ``quant`` (uniform ``bits``-bit
     integers, per channel along ``axis`` or per tensor when ``axis`` is None, with ranges from
     the tensor's min / max or from a given ``grid``), ``lowrank`` (a [m, n] matrix stored as
     rank-``rank`` factors), ``tucker`` / ``cp`` (the given ``parts``: core and factors over

@@ -207,7 +207,7 @@ def decode_symbols(params: dict[str, Any], blobs: list[memoryview], n: int) -> n
             or abs(lo) > 1 << 40:
         raise FormatError(f"bad symbol parameters lo={lo!r} bits={bits!r}")
     expected_blobs = {"pack": 1, "ans": 2, "zstd": 1, "lzma": 1}
-    if coder not in expected_blobs:
+    if not isinstance(coder, str) or coder not in expected_blobs:  # (a list is unhashable)
         raise FormatError(f"unknown symbol coder {coder!r}")
     if len(blobs) != expected_blobs[coder]:
         raise FormatError(f"symbol coder {coder} needs {expected_blobs[coder]} blobs, "
