@@ -1,18 +1,16 @@
 """The .nrz file: one self-contained, checksummed file per (compressed) radiance field.
 
-Layout (all integers little-endian; ``docs/format.md`` is the normative description)::
+Public API: ``save`` / ``SaveOptions`` (write a model), ``load`` (decode a file into a
+renderable model), ``load_stream`` (the same from any file object), ``NrzStreamReader`` (feed
+bytes as they arrive; sections are validated and decoded in file order, and a model can be
+built from the sections received so far when its family allows it), ``read_nrz`` / ``info``
+(structure without decoding), ``is_nrz``.
 
-    magic "\\x89NRZ\\r\\n\\x1a\\n" | u16 major | u16 minor | u16 field family id | u16 flags
-    u32 header length | header (UTF-8 JSON) | u32 CRC-32 of magic .. header
-    u32 section count | per section: u16 name length, name, u16 codec id, u64 offset,
-                                     u64 length, u32 CRC-32 of the payload
-    u32 CRC-32 of the section table
-    payloads (one coded tensor each, ``tensors.py``)
-    u32 CRC-32 of everything before it | end marker "NRZ-END\\n"
-
-Reading validates everything before it allocates or decodes: bounds, checksums, versions,
-declared shapes against a budget proportional to the file size. Nothing in a file is executed
-(JSON and numbers only). Writing goes to a temporary name and is renamed when complete.
+New files are written in format 2.0 (``container.py`` the byte layout, ``docs/format.md``
+normative); 1.0 / 1.1 files keep reading. The model inside (header schema, tensor names) is
+``model_io``'s, shared with the safetensors model files. Nothing in a file is executed: JSON
+and numbers only, every header value checked against its dataclass, every declared shape
+against a budget proportional to the bytes that carry it. Writing is atomic.
 """
 
 from __future__ import annotations
@@ -20,18 +18,20 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import torch
 from torch import Tensor
 
+from nerfzip.codec import model_io
 from nerfzip.codec import symbols as sym
-from nerfzip.codec.binary import FormatError, Reader, Writer
+from nerfzip.codec.binary import FormatError
+from nerfzip.codec.container import END, MAGIC, MAJOR, MINOR, FrameReader, RawSection, write_v2
+from nerfzip.codec.model_io import ModelHeader, first_line
 from nerfzip.codec.tensors import (
     CODEC_IDS,
-    CODEC_MINOR,
     CODEC_NAMES,
     Budget,
     Node,
@@ -42,22 +42,24 @@ from nerfzip.codec.tensors import (
     serialize,
 )
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.base import Field, build_field, family_ids
-from nerfzip.rendering.model import RadianceModel, SceneSpace
-from nerfzip.rendering.occupancy import OccupancyGrid
-from nerfzip.rendering.renderer import RenderConfig
+from nerfzip.fields.base import Field, family_ids
+from nerfzip.rendering.model import RadianceModel
 from nerfzip.utils.io import atomic_path
 
-MAGIC = b"\x89NRZ\r\n\x1a\n"
-END = b"NRZ-END\n"
-MAJOR, MINOR = 1, 1
-"""The newest version this nerfzip reads and writes; a file is written with the lowest minor
-version its codecs need (``needed_minor``), so a file without 1.1 codecs is a 1.0 file."""
-MAX_SECTIONS = 1 << 16
-MAX_NAME = 512
+__all__ = ["END", "MAGIC", "MAJOR", "MINOR", "NrzFile", "NrzStreamReader", "SaveOptions",
+           "SaveReport", "Section", "SectionInfo", "TensorSpec", "info", "is_nrz", "load",
+           "load_stream", "read_nrz", "save"]
+
 BUDGET_BASE, BUDGET_PER_BYTE = 1 << 24, 128
-"""A file may declare at most BASE + PER_BYTE * (file bytes) decoded elements in total: far
-above any real field (a 1 MB lego file decodes to ~13 M values), far below 2^40."""
+"""Sections may declare at most BASE + PER_BYTE * (file bytes up to the end of the section)
+decoded elements in total (1.x: the whole file's bytes): far above any real field (a 1 MB lego
+file decodes to ~13 M values), far below what would exhaust memory."""
+CHUNK = 1 << 20
+"""Bytes read at a time by ``load`` / ``load_stream``."""
+PARSE_ERRORS = (FormatError, KeyError, TypeError, IndexError, ValueError, OverflowError)
+DECODE_ERRORS = PARSE_ERRORS + (RuntimeError, ArithmeticError, MemoryError)
+"""What a codec may raise on hostile bytes that its parser let through (torch's own errors
+among them), each turned into a one-line error naming the section."""
 
 
 @dataclass
@@ -121,83 +123,47 @@ class SaveReport:
     sections: list[SectionInfo]
 
 
-# --- writing ---
+# --- writing ---------------------------------------------------------------------------------
 def model_sections(model: RadianceModel) -> dict[str, Tensor]:
-    out = {f"field.{k}": v for k, v in model.field.named_tensors().items()}
-    if model.occupancy is not None:
-        out["occupancy.occupied"] = model.occupancy.occupied
-    return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+    """The tensors a .nrz file stores for ``model``, by section name."""
+    return model_io.model_tensors(model, density=False)
 
 
-def model_header(model: RadianceModel) -> dict[str, Any]:
+def nrz_header(model: RadianceModel) -> dict[str, Any]:
+    """The .nrz header: the model header (``model_io``) plus the format name and writer."""
     from nerfzip import __version__
 
-    occ = model.occupancy
     return {"format": "nrz", "writer": f"nerfzip {__version__}",
-            "field": model.field.config_dict(), "render": asdict(model.render),
-            "space": model.space.to_dict(),
-            "occupancy": None if occ is None else {"resolution": occ.resolution,
-                                                   "aabb": occ.aabb.tolist()},
-            "pipeline": list(model.meta.get("pipeline", [])),
-            "meta": {k: v for k, v in model.meta.items() if k not in ("pipeline", "decode")}}
+            **model_io.model_header(model)}
 
 
 def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, list[SectionInfo]]:
-    """The bytes of a .nrz file for ``model``."""
+    """The bytes of a .nrz file for ``model``. The header is checked as a reader would check
+    it first, so a model that could not be read back is never written."""
     family = model.field.family
     if family not in family_ids():
         raise NerfzipError(f"field family {family!r} has no .nrz id yet")
-    tensors = model_sections(model)
+    header = nrz_header(model)
+    model_io.parse_header(header, f"{family} model")
     nodes: dict[str, Node] = {}
-    for name, x in tensors.items():
+    for name, x in model_sections(model).items():
         key = name[len("field."):] if name.startswith("field.") else name
         spec = options.spec_for(key, x) if name.startswith("field.") else TensorSpec(
             coders=options.coders)
         nodes[name] = encode_tensor(x, spec)
-    return assemble(model_header(model), family_ids()[family], nodes)
-
-
-def needed_minor(nodes: list[Node]) -> int:
-    """The lowest 1.x minor version whose codecs include every codec in ``nodes`` (recursive)."""
-    return max([CODEC_MINOR.get(n.codec, 0) for n in nodes]
-               + [needed_minor(n.children) for n in nodes if n.children] + [0])
+    return assemble(header, family_ids()[family], nodes)
 
 
 def assemble(header: dict[str, Any], family_id: int, nodes: dict[str, Node]
              ) -> tuple[bytes, list[SectionInfo]]:
-    pre = Writer()
-    pre.raw(MAGIC)
-    pre.u16(MAJOR)
-    pre.u16(needed_minor(list(nodes.values())))
-    pre.u16(family_id)
-    pre.u16(0)
-    pre.json(header)
-    pre_bytes = pre.getvalue()
-    pre_bytes += zlib.crc32(pre_bytes).to_bytes(4, "little")
-
+    """A 2.0 file of ``header`` and one section per node, in the order given."""
     payloads = {name: serialize(node) for name, node in nodes.items()}
-    entry_size = sum(2 + len(n.encode("utf-8")) + 2 + 8 + 8 + 4 for n in payloads)
-    offset = len(pre_bytes) + 4 + entry_size + 4
-    table = Writer()
-    table.u32(len(payloads))
-    infos = []
-    for name, payload in payloads.items():
-        crc = zlib.crc32(payload)
-        encoded = name.encode("utf-8")
-        table.u16(len(encoded))
-        table.raw(encoded)
-        table.u16(CODEC_IDS[nodes[name].codec])
-        table.u64(offset)
-        table.u64(len(payload))
-        table.u32(crc)
-        node = nodes[name]
-        infos.append(SectionInfo(name, list(node.shape), str(node.dtype).replace("torch.", ""),
-                                 node.describe(), len(payload), crc))
-        offset += len(payload)
-    table_bytes = table.getvalue()
-    body = pre_bytes + table_bytes + zlib.crc32(table_bytes).to_bytes(4, "little") + b"".join(
-        payloads.values())
-    return body + zlib.crc32(body).to_bytes(4, "little") + END, infos
+    data = write_v2(header, family_id, [(name, CODEC_IDS[nodes[name].codec], payload)
+                                        for name, payload in payloads.items()])
+    infos = [SectionInfo(name, list(node.shape), str(node.dtype).replace("torch.", ""),
+                         node.describe(), len(payloads[name]), zlib.crc32(payloads[name]))
+             for name, node in nodes.items()]
+    return data, infos
 
 
 def save(model: RadianceModel, path: str | Path, options: SaveOptions | None = None,
@@ -208,6 +174,13 @@ def save(model: RadianceModel, path: str | Path, options: SaveOptions | None = N
         raise NerfzipError("save() takes a RadianceModel (a field with its scene space and "
                            "occupancy grid): a bare field cannot be rendered on its own")
     options = options or SaveOptions(**kwargs)
+    # A model held by a compression.Compressed lists its constrained tensors here; stored
+    # without their specs they would go dense (factors, codebooks lost): refuse, in one line.
+    pending = set(getattr(model, "pending_constraints", None) or ()) - set(options.specs)
+    if pending:
+        raise NerfzipError(f"{path}: {len(pending)} tensors of this model are under compression "
+                           "constraints; save the Compressed instead (c.save(path) or "
+                           "nerfzip.save(c, path))")
     t0 = time.perf_counter()
     data, infos = encode_model(model, options)
     seconds = time.perf_counter() - t0
@@ -216,172 +189,171 @@ def save(model: RadianceModel, path: str | Path, options: SaveOptions | None = N
     return SaveReport(str(path), len(data), seconds, infos)
 
 
-# --- reading ---
+# --- reading ---------------------------------------------------------------------------------
 @dataclass
-class NrzFile:
-    """A parsed (validated, not yet decoded) .nrz file."""
+class Section:
+    """A section that arrived: checksum matched, structure parsed against its budget, shape
+    checked against the header, and (unless the reader only parses) decoded."""
 
-    path: Path
-    size: int
-    version: tuple[int, int]
-    family_id: int
-    header: dict[str, Any]
-    sections: list[SectionInfo]
-    payloads: dict[str, memoryview]
+    info: SectionInfo
+    node: Node
+    tensor: Tensor | None
+    payload: bytes
 
 
-def _fail(path: Path, msg: str) -> NerfzipError:
-    return NerfzipError(f"{path}: {msg}")
+class NrzStreamReader:
+    """Reads a .nrz file from bytes fed in any pieces, validating and decoding each section as
+    soon as its last byte arrives (2.0; a 1.x file is read whole at ``close``)::
 
+        reader = NrzStreamReader("lego.nrz")
+        for chunk in chunks:
+            for section in reader.feed(chunk):
+                ...                                  # section.info.name, section.tensor
+            if reader.can_build():
+                preview = reader.model(partial=True)
+        reader.close()
+        model = reader.model()
 
-def read_nrz(path: str | Path) -> NrzFile:
-    """Read and validate a .nrz file's structure and checksums (payloads stay undecoded)."""
-    path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "file not found")
-    data = path.read_bytes()
-    return parse_nrz(data, path)
+    Every error is one ``NerfzipError`` line naming ``where``; after one the reader is dead.
+    ``decode=False`` parses sections without decoding them (``info``).
+    """
 
+    def __init__(self, where: str | Path = "<stream>", decode: bool = True):
+        self.where = str(where)
+        self.decode = decode
+        self.frame = FrameReader(self.where)
+        self.header: ModelHeader | None = None
+        """The validated header, once it arrived."""
+        self.sections: list[Section] = []
+        self.tensors: dict[str, Tensor] = {}
+        self._table_checked = False
+        self._spent = 0
 
-def parse_nrz(data: bytes, path: Path) -> NrzFile:
-    view = memoryview(data)
-    if len(data) < len(MAGIC) or bytes(view[:len(MAGIC)]) != MAGIC:
-        raise _fail(path, "not a .nrz file (wrong magic bytes)")
-    r = Reader(view, len(MAGIC))
-    try:
-        major, minor, family_id, _flags = r.u16(), r.u16(), r.u16(), r.u16()
-    except FormatError:
-        raise _fail(path, "truncated in the preamble") from None
-    if major > MAJOR:
-        raise _fail(path, f"written in .nrz format {major}.{minor}, newer than this nerfzip "
-                          f"reads ({MAJOR}.x); upgrade nerfzip")
-    if major < 1:
-        raise _fail(path, f"unknown .nrz format version {major}.{minor}")
-    try:
-        header = r.json()
-        header_end = r.pos
-        if r.u32() != zlib.crc32(view[:header_end]):
-            raise _fail(path, "header checksum mismatch (the file is corrupted)")
-    except FormatError as e:
-        raise _fail(path, f"header: {e}") from None
-    if not isinstance(header, dict) or header.get("format") != "nrz":
-        raise _fail(path, "header is not a .nrz header")
-    if family_id not in family_ids().values():
-        raise _fail(path, f"unknown field family id {family_id} (written by a newer nerfzip?)")
-    family = header.get("field", {}).get("family") if isinstance(header.get("field"),
-                                                                   dict) else None
-    if family_ids().get(family) != family_id:
-        raise _fail(path, f"header field family {family!r} does not match family id "
-                          f"{family_id}")
-    sections, payloads = read_table(view, r, path)
-    trailer = len(data) - len(END) - 4
-    if bytes(view[-len(END):]) != END or trailer < r.pos:
-        raise _fail(path, "truncated or incomplete file (no end marker)")
-    for s in sections:
-        if zlib.crc32(payloads[s.name]) != s.crc32:
-            raise _fail(path, f"section {s.name!r}: checksum mismatch (the file is corrupted)")
-    if int.from_bytes(view[trailer:trailer + 4], "little") != zlib.crc32(view[:trailer]):
-        raise _fail(path, "file checksum mismatch (the file is corrupted)")
-    return NrzFile(path, len(data), (major, minor), family_id, header, sections, payloads)
+    @property
+    def complete(self) -> bool:
+        """Whether the whole file arrived and every checksum matched."""
+        return self.frame.complete
 
+    def fail(self, msg: str) -> NerfzipError:
+        return self.frame.fail(msg)
 
-def read_table(view: memoryview, r: Reader, path: Path
-               ) -> tuple[list[SectionInfo], dict[str, memoryview]]:
-    table_start = r.pos
-    payload_end = len(view) - len(END) - 4
-    sections: list[SectionInfo] = []
-    payloads: dict[str, memoryview] = {}
-    try:
-        count = r.u32()
-        if count > MAX_SECTIONS:
-            raise FormatError(f"{count} sections (at most {MAX_SECTIONS})")
-        entries = []
-        for i in range(count):
-            n = r.u16()
-            if n > MAX_NAME:
-                raise FormatError(f"section {i} has a {n}-byte name (at most {MAX_NAME})")
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Section]:
+        """Take the next bytes of the file; returns the sections they completed."""
+        return self._accept(self.frame.feed(data))
+
+    def close(self) -> list[Section]:
+        """The file ended: the last sections, or an error if it is incomplete."""
+        return self._accept(self.frame.close())
+
+    def _accept(self, raws: list[RawSection]) -> list[Section]:
+        try:
+            self._check_header()
+            out = [self._section(raw) for raw in raws]
+        except NerfzipError:
+            self.frame.dead = True  # a reader that failed once accepts nothing more
+            raise
+        self.sections.extend(out)
+        return out
+
+    def _check_header(self) -> None:
+        frame = self.frame
+        if self.header is None and frame.header is not None:
+            ids = family_ids()
+            if frame.family_id not in ids.values():
+                raise self.fail(f"unknown field family id {frame.family_id} (written by a "
+                                "newer nerfzip?)")
+            header = model_io.parse_header(frame.header, self.where)
+            if ids.get(header.family) != frame.family_id:
+                raise self.fail(f"header field family {header.family!r} does not match "
+                                f"family id {frame.family_id}")
+            self.header = header
+        if not self._table_checked and self.header is not None and frame.entries is not None:
+            names = {e.name for e in frame.entries}
+            unknown = next((e.name for e in frame.entries if e.name not in
+                            self.header.expected), None)
+            if unknown is not None:
+                raise self.fail(f"section {unknown!r} is not part of a {self.header.family} "
+                                "model with this header")
+            missing = model_io.missing_tensors(self.header, names)
+            if missing:
+                raise self.fail(f"no section {missing[0]!r} (the header's field needs it)")
+            self._table_checked = True
+
+    def _section(self, raw: RawSection) -> Section:
+        name, h = raw.entry.name, self.header
+        assert h is not None
+        limit = BUDGET_BASE + BUDGET_PER_BYTE * raw.budget_bytes - self._spent
+        budget = Budget(max(0, limit))
+        try:
+            node = parse(raw.payload, budget)
+            described = node.describe()
+        except PARSE_ERRORS as e:
+            raise self.fail(f"section {name!r}: {first_line(e)}") from None
+        self._spent += max(0, limit) - budget.left
+        if CODEC_IDS.get(node.codec) != raw.entry.codec_id:
+            raise self.fail(f"section {name!r}: the table says codec "
+                            f"{CODEC_NAMES[raw.entry.codec_id]!r}, the payload holds "
+                            f"{node.codec!r}")
+        model_io.check_declared(name, tuple(node.shape), node.dtype, h, self.where)
+        info = SectionInfo(name, list(node.shape), str(node.dtype).replace("torch.", ""),
+                           described, len(raw.payload), raw.entry.crc32)
+        tensor = None
+        if self.decode:
             try:
-                name = bytes(r.take(n)).decode("utf-8")
-            except UnicodeDecodeError:
-                raise FormatError(f"section {i} has a name that is not UTF-8") from None
-            entries.append((name, r.u16(), r.u64(), r.u64(), r.u32()))
-        table_end = r.pos
-        if r.u32() != zlib.crc32(view[table_start:table_end]):
-            raise FormatError("checksum mismatch (the file is corrupted)")
-    except FormatError as e:
-        raise _fail(path, f"section table: {e}") from None
-    for name, codec_id, offset, length, crc in entries:
-        if name in payloads:
-            raise _fail(path, f"section {name!r} appears twice")
-        if codec_id not in CODEC_NAMES:
-            raise _fail(path, f"section {name!r}: unknown codec id {codec_id} (written by a "
-                              "newer nerfzip?)")
-        if offset < r.pos or offset + length > payload_end:
-            raise _fail(path, f"section {name!r}: extends past the end of the file "
-                              f"(offset {offset}, length {length}; truncated?)")
-        payloads[name] = view[offset:offset + length]
-        sections.append(SectionInfo(name, [], "", CODEC_NAMES[codec_id], length, crc))
-    return sections, payloads
+                tensor = decode(node)
+            except DECODE_ERRORS as e:
+                raise self.fail(f"section {name!r}: {first_line(e)}") from None
+            tensor = model_io.check_tensor(name, tensor, h, self.where)
+            self.tensors[name] = tensor
+        return Section(info, node, tensor, raw.payload)
+
+    def can_build(self) -> bool:
+        """Whether the sections received so far are enough for ``model(partial=True)``."""
+        return self.header is not None and self._table_checked and not \
+            model_io.missing_tensors(self.header, set(self.tensors))
+
+    def model(self, partial: bool = False) -> RadianceModel:
+        """The model of the decoded sections: the whole file, or (``partial``) the sections
+        received so far, the family's optional tensors that have not arrived taken as zeros."""
+        if self.header is None or not self.decode:
+            raise NerfzipError(f"{self.where}: no decoded model (header not received yet, or "
+                               "a reader that only parses)")
+        if not partial and not self.complete:
+            raise NerfzipError(f"{self.where}: the file has not arrived completely "
+                               "(close() the reader, or ask for a partial model)")
+        return model_io.build_model(self.header, self.tensors, self.where, partial=partial)
 
 
-def parsed_nodes(nrz: NrzFile):
-    """Each section with its parsed node (shapes and codec filled in), against the file's
-    element budget; errors name the section."""
-    budget = Budget(BUDGET_BASE + BUDGET_PER_BYTE * nrz.size)
-    for s in nrz.sections:
+def load_stream(fileobj: BinaryIO, where: str | Path | None = None,
+                chunk: int = CHUNK) -> RadianceModel:
+    """Decode a .nrz file from a binary file object, section by section as it is read;
+    ``model.meta["decode"]`` holds the file size and the decode time."""
+    where = str(where if where is not None else getattr(fileobj, "name", "<stream>"))
+    t0 = time.perf_counter()
+    reader = NrzStreamReader(where)
+    while True:
         try:
-            node = parse(nrz.payloads[s.name], budget)
-            s.codec = node.describe()
-        except (FormatError, KeyError, TypeError, IndexError) as e:
-            raise _fail(nrz.path, f"section {s.name!r}: {e}") from None
-        s.shape, s.dtype = list(node.shape), str(node.dtype).replace("torch.", "")
-        yield s, node
-
-
-def decode_sections(nrz: NrzFile) -> dict[str, Tensor]:
-    """Decode every section."""
-    out: dict[str, Tensor] = {}
-    for s, node in parsed_nodes(nrz):
-        try:
-            out[s.name] = decode(node)
-        except (FormatError, ValueError, IndexError, KeyError, TypeError, OverflowError,
-                RuntimeError) as e:
-            raise _fail(nrz.path, f"section {s.name!r}: {e}") from None
-    return out
-
-
-def model_from_nrz(nrz: NrzFile, tensors: dict[str, Tensor]) -> RadianceModel:
-    from nerfzip.training.checkpoint import dataclass_from
-
-    h = nrz.header
-    field_tensors = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
-    try:
-        fld = build_field(h["field"], field_tensors)
-        occupancy = None
-        if h.get("occupancy"):
-            occ = h["occupancy"]
-            occupancy = OccupancyGrid(torch.tensor(occ["aabb"], dtype=torch.float32),
-                                      int(occ["resolution"]))
-            occupancy.occupied.copy_(tensors["occupancy.occupied"])
-        meta = dict(h.get("meta") or {})
-        meta["pipeline"] = list(h.get("pipeline") or [])
-        return RadianceModel(fld, dataclass_from(RenderConfig, h["render"]),
-                             dataclass_from(SceneSpace, h["space"]), occupancy, meta)
-    except NerfzipError as e:
-        raise _fail(nrz.path, f"header and sections disagree: {e}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise _fail(nrz.path, f"header and sections disagree ({type(e).__name__}: {e})") \
-            from None
+            data = fileobj.read(chunk)
+        except OSError as e:
+            raise NerfzipError(f"{where}: cannot read ({first_line(e)})") from None
+        if not data:
+            break
+        reader.feed(data)
+    reader.close()
+    model = reader.model()
+    model.meta["decode"] = {"file_bytes": reader.frame.size,
+                            "seconds": time.perf_counter() - t0}
+    return model
 
 
 def load(path: str | Path) -> RadianceModel:
     """Decode a .nrz file into a renderable model; ``model.meta["decode"]`` holds the file
     size and the decode time."""
-    t0 = time.perf_counter()
-    nrz = read_nrz(path)
-    model = model_from_nrz(nrz, decode_sections(nrz))
-    model.meta["decode"] = {"file_bytes": nrz.size, "seconds": time.perf_counter() - t0}
-    return model
+    path = Path(path)
+    if not path.is_file():
+        raise NerfzipError(f"{path}: file not found")
+    with path.open("rb") as f:
+        return load_stream(f, path)
 
 
 def is_nrz(path: str | Path) -> bool:
@@ -393,12 +365,68 @@ def is_nrz(path: str | Path) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
+@dataclass
+class NrzFile:
+    """A read (validated, not decoded) .nrz file: header, sections and their parsed nodes."""
+
+    path: Path
+    size: int
+    version: tuple[int, int]
+    family_id: int
+    header: dict[str, Any]
+    sections: list[SectionInfo]
+    payloads: dict[str, bytes]
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+
+def parse_nrz(data: bytes, path: str | Path) -> NrzFile:
+    """Validate a whole file's bytes (structure, checksums, header, section shapes)."""
+    reader = NrzStreamReader(path, decode=False)
+    reader.feed(data)
+    reader.close()
+    f = reader.frame
+    assert f.version is not None and f.family_id is not None and f.size is not None
+    return NrzFile(Path(path), f.size, f.version, f.family_id, f.header,
+                   [s.info for s in reader.sections],
+                   {s.info.name: s.payload for s in reader.sections},
+                   {s.info.name: s.node for s in reader.sections})
+
+
+def read_nrz(path: str | Path) -> NrzFile:
+    """Read and validate a .nrz file's structure, checksums and header (payloads parsed, not
+    decoded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NerfzipError(f"{path}: file not found")
+    return parse_nrz(path.read_bytes(), path)
+
+
+def parsed_nodes(nrz: NrzFile) -> Iterator[tuple[SectionInfo, Node]]:
+    """Each section with its parsed node."""
+    for s in nrz.sections:
+        yield s, nrz.nodes[s.name]
+
+
+def decode_sections(nrz: NrzFile) -> dict[str, Tensor]:
+    """Decode every section of a read file (errors name the section)."""
+    out: dict[str, Tensor] = {}
+    for s, node in parsed_nodes(nrz):
+        try:
+            out[s.name] = decode(node)
+        except DECODE_ERRORS as e:
+            raise NerfzipError(f"{nrz.path}: section {s.name!r}: {first_line(e)}") from None
+    return out
+
+
+def model_from_nrz(nrz: NrzFile, tensors: dict[str, Tensor]) -> RadianceModel:
+    """The model of a read file and its decoded sections, every value validated."""
+    return model_io.model_from(nrz.header, tensors, str(nrz.path))
+
+
 def info(path: str | Path) -> dict[str, Any]:
     """The header and a table of sections (name, shape, codec, bytes, bits per parameter,
     share of the file), without decoding the data."""
     nrz = read_nrz(path)
-    for _ in parsed_nodes(nrz):  # fills shapes and codec descriptions
-        pass
     rows = [{"name": s.name, "shape": s.shape, "dtype": s.dtype, "codec": s.codec,
              "bytes": s.bytes, "bits_per_param": 8 * s.bytes / max(1, s.elements),
              "share": s.bytes / nrz.size} for s in nrz.sections]

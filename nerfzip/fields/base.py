@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfzip.errors import NerfzipError
+from nerfzip.utils.schema import coerce, from_dict, short
 
 
 class LowRankLinear(nn.Module):
@@ -77,6 +78,12 @@ class Field(nn.Module):
     def named_tensors(self) -> dict[str, Tensor]:
         """Every tensor needed to rebuild the field, by stable name (its state dict)."""
         return {k: v for k, v in self.state_dict().items()}
+
+    def optional_tensors(self) -> frozenset[str]:
+        """Names in ``named_tensors`` the field renders without, taken as zeros when absent
+        (refinement layers of a progressive stream: a reader may build the field from the
+        sections received so far). None by default: every tensor is needed."""
+        return frozenset()
 
     def config_dict(self) -> dict[str, Any]:
         """The JSON-able configuration that, with ``named_tensors``, rebuilds the field."""
@@ -159,22 +166,60 @@ def field_class(family: str) -> type[Field]:
     return FIELD_REGISTRY[family]  # type: ignore[return-value]
 
 
-def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None) -> Field:
-    """Rebuild a field from ``config_dict()`` output and, optionally, its tensors."""
-    cls = field_class(config["family"])
-    cfg_cls = cls.config_cls  # type: ignore[attr-defined]
-    known = {f.name for f in dataclasses.fields(cfg_cls)}
-    cfg = cfg_cls(**{k: (tuple(v) if isinstance(v, list) else v)
-                     for k, v in config["config"].items() if k in known})
-    field = cls(cfg, torch.tensor(config["aabb"], dtype=torch.float32))
-    for name, rank in (config.get("low_rank") or {}).items():
-        if not isinstance(rank, int) or rank < 1:
-            raise NerfzipError(f"bad low-rank entry {name!r}: {rank!r}")
+MAX_COORD = 1e6
+"""Largest box coordinate a file may give (beyond it, box widths overflow float32 maths)."""
+MAX_RANK = 1 << 16
+
+
+def aabb_from(value: Any, where: str) -> Tensor:
+    """A box [[x0, y0, z0], [x1, y1, z1]] from untrusted JSON: finite coordinates within
+    +-``MAX_COORD``, each min below its max; one-line error naming ``where`` otherwise."""
+    try:
+        box = coerce(value, tuple[tuple[float, float, float], tuple[float, float, float]],
+                     "aabb", where)
+    except NerfzipError:
+        raise NerfzipError(f"{where} must be [[x0, y0, z0], [x1, y1, z1]] (finite numbers), "
+                           f"got {short(value)}") from None
+    if any(abs(c) > MAX_COORD for corner in box for c in corner):
+        raise NerfzipError(f"{where}: coordinates must lie within +-{MAX_COORD:g}")
+    if any(lo >= hi for lo, hi in zip(*box)):
+        raise NerfzipError(f"{where}: each minimum must be below its maximum, got {list(box)}")
+    return torch.tensor(box, dtype=torch.float32)
+
+
+def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None,
+                where: str = "field") -> Field:
+    """Rebuild a field from ``config_dict()`` output and, optionally, its tensors. Every value
+    is checked first (family, the family's config dataclass, aabb, low-rank layers): a bad one
+    is a one-line ``NerfzipError`` naming ``where`` and the key."""
+    if not isinstance(config, dict):
+        raise NerfzipError(f"{where}: expected an object with family, config and aabb")
+    family = config.get("family")
+    if not isinstance(family, str):
+        raise NerfzipError(f"{where}: family must be a string, got {short(family)}")
+    try:
+        cls = field_class(family)
+    except NerfzipError as e:
+        raise NerfzipError(f"{where}: {e}") from None
+    cfg = from_dict(cls.config_cls, config.get("config", {}),  # type: ignore[attr-defined]
+                    f"{where}: config")
+    low_rank = coerce(config.get("low_rank") or {}, dict[str, int], "low_rank", where)
+    for name, rank in low_rank.items():
+        if not 1 <= rank <= MAX_RANK or len(name) > 256:
+            raise NerfzipError(f"{where}: low_rank.{name[:40]} must be a rank in "
+                               f"[1, {MAX_RANK}], got {rank}")
+    field = cls(cfg, aabb_from(config.get("aabb"), f"{where}: aabb"))
+    if field.family != family:
+        raise NerfzipError(f"{where}: family {family!r} disagrees with its config "
+                           f"(which describes {field.family!r})")
+    for name, rank in low_rank.items():
         try:
-            field.factorize_(str(name), rank)
+            field.factorize_(name, rank)
         except AttributeError:
-            raise NerfzipError(f"low-rank layer {name!r} does not exist in "
-                               f"{config['family']}") from None
+            raise NerfzipError(f"{where}: low-rank layer {name!r} does not exist in "
+                               f"{family}") from None
+        except NerfzipError as e:
+            raise NerfzipError(f"{where}: low_rank: {e}") from None
     if tensors is not None:
         field.load_tensors(tensors)
     return field

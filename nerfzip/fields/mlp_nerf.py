@@ -22,7 +22,7 @@ fields that march through an occupancy grid instead (distillation students).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,31 +32,32 @@ from torch import Tensor, nn
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field, register_field
 from nerfzip.fields.encoding import encoding_dim, positional_encoding
+from nerfzip.utils.schema import limits
 
 
 @dataclass
 class MLPNeRFConfig:
     """Configuration of an MLP NeRF; the defaults are the paper's network."""
 
-    pos_freqs: int = 10
+    pos_freqs: int = field(default=10, metadata=limits(0, 32))
     """Sin/cos frequencies L of the position encoding."""
-    dir_freqs: int = 4
+    dir_freqs: int = field(default=4, metadata=limits(0, 32))
     """Sin/cos frequencies L of the view-direction encoding."""
-    hidden: int = 256
+    hidden: int = field(default=256, metadata=limits(1, 8192))
     """Width of the feature layer, and of every trunk layer unless ``widths`` gives them."""
-    depth: int = 8
+    depth: int = field(default=8, metadata=limits(1, 64))
     """Number of trunk layers, the first included."""
-    skips: tuple[int, ...] = (5,)
+    skips: tuple[int, ...] = field(default=(5,), metadata=limits(items=(1, 63)))
     """Trunk layers whose input is [h, gamma(x)] (the paper's skip after layer 4 feeds layer 5)."""
     first_activation: bool = True
     """ReLU after the first layer (the paper: yes; nerf-pytorch's FlexibleNeRFModel: no)."""
     feature_activation: bool = False
     """ReLU after the feature layer (the paper: no; FlexibleNeRFModel: yes)."""
-    dir_hidden: int = 128
+    dir_hidden: int = field(default=128, metadata=limits(1, 8192))
     """Width of the view-direction layer (hidden // 2 in the paper)."""
     hierarchical: bool = True
     """Keep a coarse network of the same architecture for hierarchical sampling."""
-    widths: tuple[int, ...] = ()
+    widths: tuple[int, ...] = field(default=(), metadata=limits(items=(1, 8192)))
     """Output width of each trunk layer when they differ (structured pruning); empty: all
     ``hidden``."""
     density_activation: str = "relu"

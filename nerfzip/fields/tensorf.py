@@ -16,7 +16,7 @@ Grids grow coarse-to-fine (``upsampled``) and can be cropped to the occupied box
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from nerfzip.fields.base import Field, register_field
 from nerfzip.fields.encoding import positional_encoding
+from nerfzip.utils.schema import limits
 
 BAKE_MAX_VOXELS = 1 << 26
 """Largest grid whose density is baked for inference (256 MB in float32)."""
@@ -37,27 +38,28 @@ VEC_AXES = (2, 1, 0)
 class TensoRFConfig:
     """Configuration of a TensoRF field."""
 
-    decomposition: str = "vm"
+    decomposition: str = field(default="vm", metadata=limits(choices=("vm", "cp")))
     """"vm" (vector-matrix) or "cp" (CANDECOMP/PARAFAC)."""
-    resolution: tuple[int, int, int] = (128, 128, 128)
+    resolution: tuple[int, int, int] = field(default=(128, 128, 128),
+                                             metadata=limits(items=(1, 4096)))
     """Grid resolution along x, y, z (grows during training)."""
-    density_components: int = 16
+    density_components: int = field(default=16, metadata=limits(0, 4096))
     """Density components per mode (VM) or in total (CP)."""
-    appearance_components: int = 48
+    appearance_components: int = field(default=48, metadata=limits(0, 4096))
     """Appearance components per mode (VM) or in total (CP)."""
-    app_dim: int = 27
+    app_dim: int = field(default=27, metadata=limits(1, 4096))
     """Width of the appearance feature fed to the decoder."""
-    decoder_hidden: int = 128
+    decoder_hidden: int = field(default=128, metadata=limits(1, 4096))
     """Hidden width of the colour decoder MLP."""
-    feature_freqs: int = 2
+    feature_freqs: int = field(default=2, metadata=limits(0, 32))
     """Sin/cos frequencies of the appearance feature given to the decoder."""
-    view_freqs: int = 2
+    view_freqs: int = field(default=2, metadata=limits(0, 32))
     """Sin/cos frequencies of the view direction given to the decoder."""
     density_shift: float = -10.0
     """Added before softplus so that a new field starts almost empty."""
-    density_scale: float = 25.0
+    density_scale: float = field(default=25.0, metadata=limits(0.0))
     """Multiplies softplus (TensoRF's ``distance_scale``): keeps early gradients alive."""
-    init_scale: float = 0.1
+    init_scale: float = field(default=0.1, metadata=limits(0.0))
     """Standard deviation of the initial factors."""
 
 

@@ -18,23 +18,42 @@ from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_view_rays
+from nerfzip.utils.schema import from_dict, limits
+
+MAX_DEPTH = 1e6
+"""Largest near / far a file may give (world units)."""
 
 
 @dataclass
 class SceneSpace:
-    """The parts of a scene a model needs to render on its own."""
+    """The parts of a scene a model needs to render on its own (ranges checked when read from
+    a file)."""
 
-    background: list[float]
-    near: float
-    far: float
+    background: list[float] = field(metadata=limits(length=3, items=(0.0, 1.0)))
+    """Colour behind the scene, RGB in [0, 1]."""
+    near: float = field(metadata=limits(0.0, MAX_DEPTH))
+    """Where rays start (world units; 0 in NDC)."""
+    far: float = field(metadata=limits(0.0, MAX_DEPTH, lo_open=True))
+    """Where rays end (world units; 1 in NDC); beyond ``near``."""
     ndc: dict[str, Any] | None = None
+    """The forward-facing NDC mapping (``NDCParams`` as a dict), for LLFF scenes."""
     name: str = ""
+    """The scene's name."""
     source: str = ""
+    """Where the scene was loaded from."""
     format: str = ""
-    downscale: int | None = None
-    pixel_offset: float = 0.5
+    """The loader that read it (blender, llff, nerfstudio, procedural)."""
+    downscale: int | None = field(default=None, metadata=limits(1, 1 << 10))
+    """The image downscale it was trained at."""
+    pixel_offset: float = field(default=0.5, metadata=limits(0.0, 1.0))
     """Where a pixel's ray passes: 0.5 its centre (models trained here), 0 its top-left corner
     (nerf-pytorch's convention, kept for the models imported from it)."""
+
+    def __post_init__(self) -> None:
+        if not self.far > self.near:
+            raise NerfzipError(f"far ({self.far}) must be beyond near ({self.near})")
+        if self.ndc is not None:
+            from_dict(NDCParams, self.ndc, "ndc")
 
     def to_dict(self) -> dict[str, Any]:
         """The space as saved in a file. ``pixel_offset`` is written only when it is not the
@@ -87,9 +106,12 @@ class RadianceModel:
         self.meta["step_scale"] = self.meta.get("step_scale", 1.0) * scale
 
     def render_rays(self, rays: RayBundle) -> Tensor:
-        """Render rays in chunks without gradients: rgb [N, 3] in [0, 1]."""
+        """Render rays in chunks without gradients: rgb [N, 3] in [0, 1]. A colour that is
+        not a number (a field whose maths overflowed) is shown as black rather than passed
+        on: images, metrics and encoders downstream all assume finite pixels."""
         self.field.eval()
-        return render_view_rays(self.field, rays, self.background, self.render, self.occupancy)
+        rgb = render_view_rays(self.field, rays, self.background, self.render, self.occupancy)
+        return torch.nan_to_num(rgb, nan=0.0)
 
     def render_view(self, scene: Scene, split: str, index: int) -> Tensor:
         """Render one view of ``scene``: [H, W, 3] float in [0, 1]."""

@@ -12,7 +12,9 @@ Two samplers:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,35 +24,41 @@ from nerfzip.fields.base import Field
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.samplers import clip_rays, march, pack_valid, sample_pdf, stratified, window
 from nerfzip.rendering.volrend import composite, render_weights, transmittance
+from nerfzip.utils.schema import limits
 
 SHADE_BATCH = 16384
 """Colour queries per call at inference: larger batches fall out of the CPU's caches (a
 TensoRF decoder runs about 30 % slower per point at 65k points than at 16k)."""
 
 
+def setting(default: Any, lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:
+    """A dataclass field with a default and the ``limits`` a file's value must respect."""
+    return dataclasses.field(default=default, metadata=limits(lo, hi, **kw))
+
+
 @dataclass
 class RenderConfig:
-    """How rays are sampled and composited."""
+    """How rays are sampled and composited (ranges checked when read from a file)."""
 
-    sampler: str = "occupancy"
+    sampler: str = setting("occupancy", choices=("occupancy", "hierarchical"))
     """"occupancy" (grid-guided marching) or "hierarchical" (NeRF coarse + fine)."""
-    step_size: float = 0.01
+    step_size: float = setting(0.01, 0.0, lo_open=True)
     """Occupancy sampler: distance between samples, in field units."""
-    max_samples: int = 2048
+    max_samples: int = setting(2048, 1, 1 << 16)
     """Occupancy sampler: most steps per ray; longer rays take proportionally longer steps."""
-    weight_threshold: float = 1e-4
+    weight_threshold: float = setting(1e-4, 0.0, 1.0)
     """Colour is evaluated only for samples whose compositing weight exceeds this."""
-    stop_transmittance: float = 1e-4
+    stop_transmittance: float = setting(1e-4, 0.0, 1.0)
     """Inference: a ray stops once its transmittance falls below this."""
-    segment: int = 32
+    segment: int = setting(32, 1, 1 << 16)
     """Inference: steps marched per ray between early-termination checks."""
-    n_coarse: int = 64
+    n_coarse: int = setting(64, 2, 1 << 12)
     """Hierarchical sampler: stratified coarse samples per ray."""
-    n_fine: int = 64
+    n_fine: int = setting(64, 0, 1 << 12)
     """Hierarchical sampler: importance samples per ray (added to the coarse ones)."""
-    last_delta: float = 1e10
+    last_delta: float = setting(1e10, 0.0, 1e10, lo_open=True)
     """Hierarchical sampler: length of the last interval (NeRF: effectively infinite)."""
-    chunk: int = 8192
+    chunk: int = setting(8192, 1, 1 << 20)
     """Rays rendered at once for a full image."""
 
 
