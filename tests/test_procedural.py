@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,6 @@ from nerfzip.data.procedural import (
     hit_sphere,
     load_procedural,
     procedural_ground_truth,
-    to_uint8,
 )
 from nerfzip.errors import NerfzipError
 
@@ -54,13 +54,52 @@ def test_cameras_look_at_origin(scene):
     assert 40 <= fov <= 50
 
 
-def test_images_equal_ground_truth_on_scene_rays(scene):
+def silhouette(cams, index: int, h: int, w: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which pixels of a view see an object, by ray tracing apart from the scene code (numpy,
+    float64, pinhole through pixel centres, camera looking down -z with +y up): ``(hit, miss)``
+    masks [H, W], leaving out rays within ``margin`` of an object's outline."""
+    c2w = cams.c2w[index].double().numpy()
+    fx, fy = float(cams.fx[index]), float(cams.fy[index])
+    cx, cy = float(cams.cx[index]), float(cams.cy[index])
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    d = np.stack([(u - cx) / fx, -(v - cy) / fy, -np.ones_like(u)], -1) @ c2w[:, :3].T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    o = c2w[:, 3]
+    hit = np.zeros((h, w), bool)
+    near = np.zeros((h, w), bool)
+    for centre, radius in SPHERES:
+        oc = o - np.array(centre)
+        b = d @ oc
+        closest = np.sqrt(np.maximum(oc @ oc - b * b, 0.0))  # ray's distance to the centre
+        hit |= (closest < radius - margin) & (b < 0)
+        near |= np.abs(closest - radius) <= margin
+    lo, hi = np.array(SLAB[0]), np.array(SLAB[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (lo - o) / d, (hi - o) / d
+    enter = np.minimum(t1, t2).max(-1)
+    leave = np.maximum(t1, t2).min(-1)
+    hit |= (leave - enter > margin) & (leave > 0)
+    near |= np.abs(leave - enter) <= margin
+    return hit & ~near, ~hit & ~near
+
+
+def test_images_show_the_scene_geometry(scene):
+    """Every pixel whose ray misses all shapes is the white background; those that hit one are
+    shaded, checked against an independent ray trace of the shapes. (A few hit pixels are white
+    too: the specular highlight saturates on bright texture.)"""
+    white_hits, hits = 0, 0
     for split in ("train", "test"):
         sp = scene.split(split)
+        h, w = sp.images.shape[1:3]
         for i in range(len(sp)):
-            rays = scene.view_rays(split, i)
-            expected = to_uint8(procedural_ground_truth(rays.origins, rays.directions))
-            assert torch.equal(sp.images[i].reshape(-1, 3), expected), f"{split} view {i}"
+            hit, miss = silhouette(sp.cameras, i, h, w, margin=0.02)
+            img = sp.images[i].numpy()
+            white = (img == 255).all(-1)
+            assert hit.sum() > 0.1 * h * w and miss.sum() > 0.1 * h * w, f"{split} view {i}"
+            assert white[miss].all(), f"{split} view {i}"
+            assert white[hit].mean() < 0.1 and img[hit].mean() < 200, f"{split} view {i}"
+            white_hits, hits = white_hits + white[hit].sum(), hits + hit.sum()
+    assert white_hits < 0.02 * hits
 
 
 def test_images_have_content(scene):
