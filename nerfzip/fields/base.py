@@ -9,14 +9,34 @@ serves occupancy grids, pruning and baking; ``radiance(x, d)`` gives view-depend
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from nerfzip.errors import NerfzipError
 from nerfzip.utils.schema import coerce, from_dict, short
+
+if TYPE_CHECKING:  # annotations only: fields sit below training and rendering
+    from nerfzip.rendering.occupancy import OccupancyGrid
+    from nerfzip.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """How a tensor of feature vectors is laid out over space (``Field.feature_grids``)."""
+
+    axis: int
+    """Axis of the feature channels: a vector along it is what VQ clusters and what
+    importance-based pruning keeps or drops whole."""
+    spatial: bool = True
+    """Entries adjacent along the other axes are adjacent in space, so a pruning mask may be
+    dilated there (False for hashed tables, whose neighbours are unrelated)."""
+    vector_quantize: bool = True
+    """Worth a codebook (TensoRF VM lines are too small to gain from one)."""
 
 
 class LowRankLinear(nn.Module):
@@ -99,9 +119,93 @@ class Field(nn.Module):
         the field; a family without grids has only ``"net"``."""
         return {"net": list(self.parameters())}
 
-    def regularization(self) -> Tensor:
-        """The field's own regulariser for training (0 when it has none)."""
+    # --- training hooks: what the trainer asks of a family ----------------------------------
+    @classmethod
+    def training_defaults(cls, family: str, scene_format: str, cfg: TrainConfig) -> TrainConfig:
+        """The family's changes to the training defaults of ``scene_format`` (``cfg``, which
+        already holds the format's defaults): learning rates, batch size, schedule."""
+        return cfg
+
+    @classmethod
+    def initial_config(cls, family: str, cfg: TrainConfig, aabb: Tensor) -> Any:
+        """The family's config for a new training run over ``aabb`` [2, 3], before
+        ``cfg.field_options`` are applied."""
+        return cls.config_cls()  # type: ignore[attr-defined]
+
+    @classmethod
+    def for_training(cls, family: str, cfg: TrainConfig, aabb: Tensor) -> Field:
+        """A new field for a training run: ``initial_config`` with ``cfg.field_options`` on top
+        (checked by the config's schema, unknown keys refused), seeded by ``cfg.seed``."""
+        config = cls.initial_config(family, cfg, aabb)
+        if cfg.field_options:
+            values = dataclasses.asdict(config) | dict(cfg.field_options)
+            config = from_dict(type(config), values, f"{family} field options", strict=True)
+        return cls(config, aabb, seed=cfg.seed)  # type: ignore[call-arg]
+
+    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
+        """Keyword arguments of the ``RenderConfig`` the field trains and is saved with
+        (a dict, so that fields need not import the renderer). Default: NeRF's hierarchical
+        sampling, which needs nothing from the field but density and colour."""
+        return {"sampler": "hierarchical", "n_coarse": cfg.n_coarse, "n_fine": cfg.n_fine}
+
+    def wants_occupancy(self) -> bool:
+        """Whether training keeps an occupancy grid for the field (the occupancy sampler)."""
+        return False
+
+    def optimizer_options(self) -> dict[str, dict[str, Any]]:
+        """Extra Adam settings per parameter group, e.g. ``{"grid": {"eps": 1e-15}}``."""
+        return {}
+
+    def regularization(self, cfg: TrainConfig, step: int) -> Tensor:
+        """The field's own regulariser at training ``step``, weighted from ``cfg`` (a 0-dim
+        tensor; 0 when the family has none)."""
         return torch.zeros((), device=self.aabb.device)
+
+    def schedule(self, cfg: TrainConfig, step: int, occupancy: OccupancyGrid | None,
+                 step_size: float) -> bool:
+        """Structural changes due at ``step`` (grids grown, cropped ...), made in place.
+        Returns True when the parameters were replaced: the trainer then rebuilds the
+        optimizer and asks ``render_settings`` again."""
+        return False
+
+    # --- analysis hooks: what importance, pruning, VQ, baking and distillation ask -----------
+    def feature_grids(self) -> dict[str, FeatureGrid]:
+        """The tensors of ``named_tensors`` that hold feature vectors over space, by name
+        (empty for fields without grids)."""
+        return {}
+
+    def read_grid(self, name: str, grid: Tensor, x: Tensor) -> Tensor:
+        """Interpolate ``grid``, shaped like feature grid ``name`` with its feature axis of
+        length 1, at points ``x`` [N, 3] (field space) exactly as the field reads ``name``:
+        -> [N]. Linear in ``grid``, which is what ``importance`` relies on."""
+        raise NerfzipError(f"{self.family} has no feature grid {name!r}")
+
+    def importance(self, points: Tensor, weights: Tensor) -> dict[str, Tensor]:
+        """VQRF's importance: the weights [N] of points [N, 3] splatted onto every feature
+        grid with the coefficients interpolation reads it with, ``I_e = sum_i w_i c_ie``
+        (Li et al., CVPR 2023, eq. 5). One map per grid, shaped like the grid with its feature
+        axis of length 1. The splat is the adjoint of ``read_grid``: the gradient of
+        ``sum_i w_i read(Z)(x_i)`` with respect to an all-zero ``Z``, so autograd computes it
+        on any device for any family that implements ``read_grid``."""
+        out: dict[str, Tensor] = {}
+        with torch.enable_grad():
+            for name, spec in self.feature_grids().items():
+                shape = list(self.get_parameter(name).shape)
+                shape[spec.axis] = 1
+                z = torch.zeros(shape, device=points.device, requires_grad=True)
+                vals = self.read_grid(name, z, points.detach())
+                (out[name],) = torch.autograd.grad((vals * weights.detach()).sum(), z)
+        return out
+
+    def grid_shape(self) -> tuple[int, int, int] | None:
+        """Vertices along x, y, z of the field's finest lattice (None without a grid): where
+        occupancy-based importance samples and what a baked or distilled grid can match."""
+        return None
+
+    def grid_voxels(self) -> int | None:
+        """Vertices of the finest lattice in all (``prod(grid_shape())``), or None."""
+        shape = self.grid_shape()
+        return None if shape is None else math.prod(shape)
 
     def num_parameters(self) -> int:
         return sum(v.numel() for v in self.named_tensors().values())
@@ -120,6 +224,15 @@ class Field(nn.Module):
             if target.shape != value.shape:
                 target.data = torch.empty(value.shape, dtype=target.dtype, device=target.device)
             target.data.copy_(value)
+
+
+def march_step(aabb: Tensor, cfg: TrainConfig) -> float:
+    """Occupancy-marching step of fields without a voxel grid of their own: ``step_ratio`` of
+    the edge of a cubic voxel of a ``n_voxels_final``-voxel grid over ``aabb``, i.e. the
+    samples per ray a TensoRF takes at its final resolution (the same budget for a fair
+    comparison)."""
+    volume = float((aabb[1] - aabb[0]).prod())
+    return (volume / cfg.n_voxels_final) ** (1.0 / 3.0) * cfg.step_ratio
 
 
 FIELD_REGISTRY: dict[str, Callable[..., Field]] = {}

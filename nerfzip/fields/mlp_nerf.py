@@ -22,17 +22,20 @@ fields that march through an occupancy grid instead (distillation students).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.base import Field, register_field
+from nerfzip.fields.base import Field, march_step, register_field
 from nerfzip.fields.encoding import encoding_dim, positional_encoding
 from nerfzip.utils.schema import limits
+
+if TYPE_CHECKING:
+    from nerfzip.training.config import TrainConfig
 
 
 @dataclass
@@ -237,3 +240,25 @@ class MLPNeRF(Field):
     def coarse_field(self) -> MLPNetwork:
         """The network for the coarse pass (the fine one when not hierarchical)."""
         return self.coarse if self.coarse is not None else self.fine
+
+    # --- training hooks ---------------------------------------------------------------------
+    @classmethod
+    def training_defaults(cls, family: str, scene_format: str, cfg: TrainConfig) -> TrainConfig:
+        """NeRF's learning rate (5e-4) and a smaller batch; no grid to crop."""
+        return replace(cfg, lr_net=5e-4, batch_size=1024, shrink_at=-1.0)
+
+    @classmethod
+    def initial_config(cls, family: str, cfg: TrainConfig, aabb: Tensor) -> MLPNeRFConfig:
+        """The paper's layout at ``cfg.mlp_width`` x ``cfg.mlp_depth``, coarse + fine."""
+        return sized_config(cfg.mlp_width, cfg.mlp_depth)
+
+    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
+        """Hierarchical sampling with its coarse network; occupancy marching (``march_step``)
+        without one."""
+        if self.config.hierarchical:
+            return super().render_settings(cfg)
+        return {"sampler": "occupancy", "step_size": march_step(self.aabb, cfg),
+                "max_samples": cfg.max_samples}
+
+    def wants_occupancy(self) -> bool:
+        return not self.config.hierarchical

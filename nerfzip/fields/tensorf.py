@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerfzip.fields.base import Field, register_field
+from nerfzip.fields.base import FeatureGrid, Field, register_field
 from nerfzip.fields.encoding import positional_encoding
 from nerfzip.utils.schema import limits
+
+if TYPE_CHECKING:
+    from nerfzip.rendering.occupancy import OccupancyGrid
+    from nerfzip.training.config import TrainConfig
 
 BAKE_MAX_VOXELS = 1 << 26
 """Largest grid whose density is baked for inference (256 MB in float32)."""
@@ -305,8 +310,78 @@ class TensoRF(Field):
         return {"grid": grids, "net": list(self.basis.parameters())
                 + list(self.decoder.parameters())}
 
-    def regularization(self, l1_density: float = 0.0, tv_density: float = 0.0,
-                       tv_app: float = 0.0) -> Tensor:
+    # --- training hooks ---------------------------------------------------------------------
+    @classmethod
+    def initial_config(cls, family: str, cfg: TrainConfig, aabb: Tensor) -> TensoRFConfig:
+        """``default_config`` at ``cfg.n_voxels_init`` voxels over the box."""
+        return default_config(family, resolution=grid_resolution(aabb, cfg.n_voxels_init))
+
+    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
+        """Occupancy marching at ``cfg.step_ratio`` of the current voxel (TensoRF's step)."""
+        return {"sampler": "occupancy", "max_samples": cfg.max_samples,
+                "step_size": float(self.voxel_size().mean()) * cfg.step_ratio}
+
+    def wants_occupancy(self) -> bool:
+        return True
+
+    def regularization(self, cfg: TrainConfig, step: int) -> Tensor:
+        """``penalty`` with TensoRF's weights: the density L1 weight drops to
+        ``l1_density_late`` once the grid has been cropped (``shrink_at``)."""
+        shrink = schedule_step(cfg.shrink_at, cfg.iters)
+        late = shrink >= 0 and step >= shrink
+        l1 = cfg.l1_density_late if late else cfg.l1_density
+        return self.penalty(l1, cfg.tv_density, cfg.tv_app)
+
+    def schedule(self, cfg: TrainConfig, step: int, occupancy: OccupancyGrid | None,
+                 step_size: float) -> bool:
+        """At ``shrink_at`` crop to the box of visible occupied cells; at each ``upsample_at``
+        grow to the next voxel count of a log-linear schedule ``n_voxels_init`` ->
+        ``n_voxels_final`` (TensoRF's coarse-to-fine)."""
+        changed = False
+        if step == schedule_step(cfg.shrink_at, cfg.iters) and occupancy is not None:
+            solid = occupancy.visible(step_size, cfg.crop_alpha)
+            self.crop_(occupancy.occupied_aabb(outlier_fraction=0.002, margin=3, cells=solid))
+            changed = True
+        voxels = log_resolution_schedule(cfg.n_voxels_init, cfg.n_voxels_final,
+                                         len(cfg.upsample_at))
+        grow = {schedule_step(f, cfg.iters): n for f, n in zip(cfg.upsample_at, voxels)}
+        if step in grow:
+            self.upsample_(grid_resolution(self.aabb, grow[step]))
+            changed = True
+        return changed
+
+    # --- analysis hooks ---------------------------------------------------------------------
+    def grid_axes(self) -> dict[str, tuple[int, ...]]:
+        """Each factor's name and the point axes it is indexed by (planes: (u, v); lines: w)."""
+        out: dict[str, tuple[int, ...]] = {}
+        for prefix in ("density_grids", "app_grids"):
+            if self.config.decomposition == "vm":
+                out |= {f"{prefix}.planes.{m}": MAT_AXES[m] for m in range(3)}
+                out |= {f"{prefix}.lines.{m}": (VEC_AXES[m],) for m in range(3)}
+            else:
+                out |= {f"{prefix}.lines.{a}": (a,) for a in range(3)}
+        return out
+
+    def feature_grids(self) -> dict[str, FeatureGrid]:
+        """Every factor, components along axis 1; VQ is worth it for VM planes and CP lines."""
+        vm = self.config.decomposition == "vm"
+        return {name: FeatureGrid(axis=1, vector_quantize=not vm or ".planes." in name)
+                for name in self.grid_axes()}
+
+    def read_grid(self, name: str, grid: Tensor, x: Tensor) -> Tensor:
+        axes = self.grid_axes().get(name)
+        if axes is None:
+            return super().read_grid(name, grid, x)
+        xn = self.normalize(x).clamp(-1, 1)
+        if len(axes) == 2:
+            return self.density_grids.plane_values(grid, xn[:, list(axes)])[0]
+        return self.density_grids.line_values(grid, xn[:, axes[0]])[0]
+
+    def grid_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config.resolution)  # type: ignore[return-value]
+
+    def penalty(self, l1_density: float = 0.0, tv_density: float = 0.0,
+                tv_app: float = 0.0) -> Tensor:
         """Weighted L1 of the density factors and total variation of both (only terms with a
         non-zero weight are computed)."""
         total = torch.zeros((), device=self.aabb.device)
@@ -340,6 +415,12 @@ def default_config(family: str, **overrides: object) -> TensoRFConfig:
     else:
         base = TensoRFConfig(decomposition="vm", appearance_components=24, decoder_hidden=64)
     return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def schedule_step(fraction: float, iters: int) -> int:
+    """The step at ``fraction`` of ``iters`` training steps (-1 for a negative fraction:
+    never)."""
+    return int(round(fraction * iters)) if fraction >= 0 else -1
 
 
 def log_resolution_schedule(n_start: int, n_end: int, steps: int) -> list[int]:

@@ -5,7 +5,12 @@ Presets are named configurations (``defaults_for``), not copies of trainer code.
 
 from __future__ import annotations
 
+import json
+import dataclasses
 from dataclasses import dataclass, replace
+from typing import Any
+
+from nerfzip.errors import NerfzipError
 
 
 @dataclass
@@ -13,7 +18,10 @@ class TrainConfig:
     """How a field is trained."""
 
     field: str = "tensorf-vm"
-    """Field family: tensorf-vm, tensorf-cp or mlp-nerf."""
+    """Field family: tensorf-vm, tensorf-cp, mlp-nerf, hash-grid (any registered family)."""
+    field_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Settings of the family's own config (e.g. ``{"log2_table_size": 16}`` for hash-grid),
+    applied over its defaults and checked by its schema; unknown keys are refused."""
     iters: int = 3000
     """Optimisation steps."""
     batch_size: int = 2048
@@ -76,11 +84,32 @@ class TrainConfig:
 
 
 def defaults_for(scene_format: str, field: str) -> TrainConfig:
-    """The defaults used for a scene format and field family (TensoRF's published settings,
-    scaled to a CPU budget)."""
-    cfg = TrainConfig(field=field)
-    if field == "mlp-nerf":
-        cfg = replace(cfg, lr_net=5e-4, batch_size=1024, shrink_at=-1.0)
+    """The defaults used for a scene format and field family: the format's (TensoRF's
+    published settings, scaled to a CPU budget), then the family's own changes
+    (``Field.training_defaults``)."""
+    from nerfzip.fields.base import field_class
+
+    cfg = format_defaults(scene_format, TrainConfig(field=field))
+    return field_class(field).training_defaults(field, scene_format, cfg)
+
+
+def parse_field_options(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` from the command line as a mapping; each value is read as JSON
+    where it parses (numbers, true / false, lists) and kept as a string otherwise."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise NerfzipError(f"--field-options: expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
+
+
+def format_defaults(scene_format: str, cfg: TrainConfig) -> TrainConfig:
+    """The training defaults of a scene format (any family)."""
     if scene_format == "llff":
         # TensoRF's LLFF weights are 1.0 on a TV term it scales by 1e-2 inside; ours is unscaled.
         # NDC rays cross the whole frustum (a 2-unit z range) and the scene fills most of it:

@@ -21,8 +21,6 @@ from torch import Tensor
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field, field_class
-from nerfzip.fields.mlp_nerf import MLPNeRF, sized_config
-from nerfzip.fields.tensorf import TensoRF, grid_resolution, log_resolution_schedule
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_rays
@@ -43,22 +41,12 @@ StepCallback = Callable[["Trainer", dict[str, float]], None]
 
 def new_field(cfg: TrainConfig, scene: Scene) -> Field:
     """A freshly initialised field of the configured family over the scene's box."""
-    cls = field_class(cfg.field)
-    if issubclass(cls, TensoRF):
-        from nerfzip.fields.tensorf import default_config
-
-        fcfg = default_config(cfg.field, resolution=grid_resolution(scene.aabb, cfg.n_voxels_init))
-        return TensoRF(fcfg, scene.aabb, seed=cfg.seed)
-    if issubclass(cls, MLPNeRF):
-        return MLPNeRF(sized_config(cfg.mlp_width, cfg.mlp_depth), scene.aabb, seed=cfg.seed)
-    return cls(cls.config_cls(), scene.aabb, seed=cfg.seed)  # type: ignore[call-arg]
+    return field_class(cfg.field).for_training(cfg.field, cfg, scene.aabb)
 
 
 def render_config_for(field: Field, cfg: TrainConfig) -> RenderConfig:
-    if isinstance(field, TensoRF):
-        step = float(field.voxel_size().mean()) * cfg.step_ratio
-        return RenderConfig(sampler="occupancy", step_size=step, max_samples=cfg.max_samples)
-    return RenderConfig(sampler="hierarchical", n_coarse=cfg.n_coarse, n_fine=cfg.n_fine)
+    """The render settings the field asks for (``Field.render_settings``)."""
+    return RenderConfig(**field.render_settings(cfg))
 
 
 class Trainer:
@@ -73,7 +61,7 @@ class Trainer:
         self.train_seconds = 0.0
         field = new_field(cfg, scene)
         occupancy = None
-        if isinstance(field, TensoRF):
+        if field.wants_occupancy():
             occupancy = OccupancyGrid(scene.aabb, cfg.occupancy_resolution)
         self.model = RadianceModel(field, render_config_for(field, cfg),
                                    SceneSpace.of(scene, downscale), occupancy)
@@ -87,10 +75,13 @@ class Trainer:
         return self.model.field
 
     def make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the field's parameter groups, with its per-group options (e.g. eps)."""
         groups = []
+        options = self.field.optimizer_options()
         for name, params in self.param_groups().items():
             if params:
-                groups.append({"params": params, "lr": self.lr(name), "name": name})
+                groups.append({"params": params, "lr": self.lr(name), "name": name,
+                               **options.get(name, {})})
         return torch.optim.Adam(groups, betas=(0.9, 0.99))
 
     def param_groups(self) -> dict[str, list[Tensor]]:
@@ -101,40 +92,17 @@ class Trainer:
         return base * self.cfg.lr_final_ratio ** (self.step / max(1, self.cfg.iters))
 
     # --- schedule ------------------------------------------------------------------------
-    def schedule_step(self, fraction: float) -> int:
-        return int(round(fraction * self.cfg.iters)) if fraction >= 0 else -1
-
-    def upsample_steps(self) -> dict[int, int]:
-        voxels = log_resolution_schedule(self.cfg.n_voxels_init, self.cfg.n_voxels_final,
-                                         len(self.cfg.upsample_at))
-        return {self.schedule_step(f): n for f, n in zip(self.cfg.upsample_at, voxels)}
-
     def apply_schedule(self) -> None:
-        """Grid growth, cropping and occupancy updates due at the current step."""
+        """Occupancy updates and the field's own schedule (``Field.schedule``) due now."""
         cfg, field = self.cfg, self.field
         occ = self.model.occupancy
-        structural = False
         if occ is not None and (self.step == cfg.occupancy_warmup or (
                 self.step > cfg.occupancy_warmup and self.step % cfg.occupancy_every == 0)):
             occ.update(field.density, self.model.render.step_size, cfg.occupancy_threshold,
                        generator=self.gen, young=self.step < 4 * cfg.occupancy_warmup)
-        if isinstance(field, TensoRF):
-            if self.step == self.schedule_step(cfg.shrink_at) and occ is not None:
-                solid = occ.visible(self.model.render.step_size, cfg.crop_alpha)
-                field.crop_(occ.occupied_aabb(outlier_fraction=0.002, margin=3, cells=solid))
-                structural = True
-            n_vox = self.upsample_steps().get(self.step)
-            if n_vox is not None:
-                field.upsample_(grid_resolution(field.aabb, n_vox))
-                structural = True
-            if structural:
-                self.model.render = render_config_for(field, cfg)
-                self.optimizer = self.make_optimizer()
-
-    def l1_weight(self) -> float:
-        shrink = self.schedule_step(self.cfg.shrink_at)
-        late = shrink >= 0 and self.step >= shrink
-        return self.cfg.l1_density_late if late else self.cfg.l1_density
+        if field.schedule(cfg, self.step, occ, self.model.render.step_size):
+            self.model.render = render_config_for(field, cfg)
+            self.optimizer = self.make_optimizer()
 
     # --- one step ------------------------------------------------------------------------
     def sample_batch(self) -> tuple:
@@ -154,9 +122,7 @@ class Trainer:
         loss = mse
         if "rgb_coarse" in out:
             loss = loss + F.mse_loss(out["rgb_coarse"], target)
-        if isinstance(field, TensoRF):
-            loss = loss + field.regularization(self.l1_weight(), self.cfg.tv_density,
-                                               self.cfg.tv_app)
+        loss = loss + field.regularization(self.cfg, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(group["name"])
         self.optimizer.zero_grad(set_to_none=True)
