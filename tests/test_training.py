@@ -1,13 +1,18 @@
 """Training on the procedural scene: a short run learns the scene, checkpoints are safetensors
 + JSON, and a resumed run takes exactly the steps of an uninterrupted one."""
 
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
+from nerfzip.fields.base import FAMILY_IDS, FIELD_REGISTRY, Field, register_field
 from nerfzip.fields.mlp_nerf import MLPNeRFConfig
 from nerfzip.training.checkpoint import load_model
 from nerfzip.training.config import TrainConfig, defaults_for
@@ -86,17 +91,151 @@ def test_mlp_nerf_trains_with_hierarchical_sampling(scene, tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_render_path_writes_video_and_frames(scene, tmp_path):
-    from nerfzip.evaluation.evaluate import render_path
+@dataclass
+class CountingConfig:
+    """Config of the test-only family."""
 
-    model = train(scene, tiny_config(iters=10), tmp_path / "r", quiet=True)
-    video = render_path(model, scene.split("train").cameras, tmp_path / "v", "orbit",
-                        n_frames=4, fmt="gif", quiet=True)
+    res: int = 8
+    """Vertices per axis of its grid."""
+
+
+class Counting(Field):
+    """A test-only family: a dense grid of density and colour that records every hook the
+    trainer calls. A trainer that special-cased TensoRF would not call them."""
+
+    config_cls = CountingConfig
+
+    def __init__(self, config: CountingConfig, aabb, seed: int = 0):
+        super().__init__(aabb)
+        self.config = config
+        gen = torch.Generator().manual_seed(seed)
+        self.grid = nn.Parameter(0.1 * torch.randn(1, 4, *(config.res,) * 3, generator=gen))
+        self.scale = nn.Parameter(torch.ones(1))
+        self.calls: Counter = Counter()
+        self.steps: dict[str, list[int]] = {"regularization": [], "schedule": []}
+
+    def sample(self, x):
+        g = self.normalize(x).clamp(-1, 1).view(1, -1, 1, 1, 3)
+        return F.grid_sample(self.grid, g, align_corners=True).view(4, -1)
+
+    def density(self, x):
+        return F.softplus(self.sample(x)[0]) * self.scale
+
+    def radiance(self, x, d):
+        return torch.sigmoid(self.sample(x)[1:].t())
+
+    def param_groups(self):
+        return {"grid": [self.grid], "net": [self.scale]}
+
+    @classmethod
+    def training_defaults(cls, family, scene_format, cfg):
+        return replace(cfg, lr_net=0.123)
+
+    @classmethod
+    def initial_config(cls, family, cfg, aabb):
+        return CountingConfig(res=5)
+
+    def render_settings(self, cfg):
+        self.calls["render_settings"] += 1
+        return {"sampler": "occupancy", "step_size": 0.05, "max_samples": 64}
+
+    def wants_occupancy(self):
+        return True
+
+    def optimizer_options(self):
+        return {"grid": {"eps": 1e-12}}
+
+    def regularization(self, cfg, step):
+        self.steps["regularization"].append(step)
+        return 1e-3 * self.grid.pow(2).mean()
+
+    def schedule(self, cfg, step, occupancy, step_size):
+        self.steps["schedule"].append(step)
+        if step != 3:
+            return False
+        with torch.no_grad():
+            self.grid = nn.Parameter(F.interpolate(self.grid, size=(6, 6, 6), mode="trilinear",
+                                                   align_corners=True))
+        return True
+
+
+@pytest.fixture
+def counting_family():
+    register_field("test-counting", file_id=250)(Counting)
+    yield "test-counting"
+    FIELD_REGISTRY.pop("test-counting")
+    FAMILY_IDS.pop("test-counting")
+
+
+def test_trainer_asks_the_field_family_for_everything(scene, tmp_path, counting_family):
+    cfg = replace(defaults_for("procedural", counting_family), iters=6, batch_size=64,
+                  warmup_batch_size=64, occupancy_warmup=2, occupancy_every=2,
+                  checkpoint_every=1000)
+    assert cfg.lr_net == 0.123  # training_defaults
+    trainer = Trainer(scene, cfg, tmp_path / "c")
+    field = trainer.field
+    assert isinstance(field, Counting) and field.config.res == 5  # for_training
+    assert trainer.model.occupancy is not None  # wants_occupancy
+    assert trainer.model.render.step_size == 0.05  # render_settings
+    eps = {g["name"]: g["eps"] for g in trainer.optimizer.param_groups}
+    assert eps == {"grid": 1e-12, "net": 1e-8}  # optimizer_options
+    trainer.run(quiet=True)
+    assert field.steps == {"regularization": list(range(6)), "schedule": list(range(6))}
+    # The schedule replaced the grid at step 3: the trainer rebuilt the optimizer around the
+    # new parameter and asked for render settings again.
+    assert field.grid.shape[-1] == 6 and field.calls["render_settings"] == 2
+    grid_group = next(g for g in trainer.optimizer.param_groups if g["name"] == "grid")
+    assert grid_group["params"][0] is field.grid
+    assert int(trainer.optimizer.state[field.grid]["step"]) == 3  # steps 3-5, after the rebuild
+
+
+class Ball(Field):
+    """A fixed analytic scene for rendering tests: an opaque ball of radius 0.7 whose colour is
+    its position (so every view of it differs)."""
+
+    def __init__(self):
+        super().__init__(torch.tensor([[-1.2] * 3, [1.2] * 3]))
+        self.config = None
+
+    def density(self, x):
+        return 40.0 * (x.norm(dim=-1) < 0.7).float()
+
+    def radiance(self, x, d):
+        return (x / 1.4 + 0.5).clamp(0, 1)
+
+
+def test_render_path_writes_video_and_frames(scene, tmp_path):
     import imageio.v3 as iio
 
+    from nerfzip.data.cameras import Cameras, image_rays
+    from nerfzip.evaluation.evaluate import path_poses, render_path
+    from nerfzip.evaluation.metrics import psnr
+    from nerfzip.rendering.model import RadianceModel, SceneSpace
+    from nerfzip.rendering.renderer import RenderConfig
+
+    model = RadianceModel(Ball(), RenderConfig(sampler="hierarchical", n_coarse=32, n_fine=32),
+                          SceneSpace.of(scene))
+    cams = scene.split("train").cameras
+    video = render_path(model, cams, tmp_path / "v", "orbit", n_frames=4, fmt="gif", quiet=True)
     frames = iio.imread(video, index=None)
-    assert frames.shape[0] == 4 and frames.shape[1:3] == (64, 64)
-    assert len(list((tmp_path / "v" / "frames").glob("*.png"))) == 4
+    pngs = sorted((tmp_path / "v" / "frames").glob("*.png"))
+    assert frames.shape == (4, 64, 64, 3) and len(pngs) == 4
+    poses = path_poses(model, cams, "orbit", 4)
+    for k, png in enumerate(pngs):
+        # Each frame is the render of its camera: the PNG exactly, the GIF up to its palette.
+        cam = Cameras(poses[k][None], cams.fx[:1], cams.fy[:1], cams.cx[:1], cams.cy[:1],
+                      cams.width[:1], cams.height[:1], None)
+        o, d = image_rays(cam, 0, model.space.pixel_offset)
+        direct = model.render_rays(model.space.make_rays(o, d)).view(64, 64, 3)
+        direct = (direct * 255).round().to(torch.uint8)
+        img = torch.from_numpy(iio.imread(png)[..., :3].copy())
+        assert torch.equal(img, direct), k
+        assert psnr(torch.from_numpy(frames[k][..., :3].copy()), direct) > 30.0, k
+        # The ball covers part of the frame: neither empty nor a flat colour.
+        assert 0.05 < float((img != 255).any(-1).float().mean()) < 0.9
+    # The camera moves round the ball: consecutive frames show other sides of it.
+    for a, b in zip(frames, frames[1:]):
+        assert np.abs(a.astype(float) - b.astype(float)).mean() > 2.0
 
 
 def test_mlp_size_options_build_the_papers_layout_at_that_size():
