@@ -21,6 +21,8 @@ allocate nor reach a constructor with a value it would choke on.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -143,17 +145,40 @@ def expected_tensors(config: Any, where: str
     """The family, the tensors (shape, dtype) and the optional ones that a field config
     implies, learnt by building the field on the ``meta`` device (nothing is allocated)."""
     try:
+        key = json.dumps(config, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        raise NerfzipError(f"{where}: the field entry is not plain JSON") from None
+    try:
+        family, expected, optional = meta_shapes(key)
+    except NerfzipError as e:
+        raise NerfzipError(str(e).replace(PLACEHOLDER, where)) from None
+    return family, dict(expected), set(optional)
+
+
+PLACEHOLDER = "\0field"
+
+
+@functools.lru_cache(maxsize=64)
+def meta_shapes(config_json: str) -> tuple[str, tuple[tuple[str, tuple[tuple[int, ...],
+                                                                      torch.dtype]], ...],
+                                           frozenset[str]]:
+    """``expected_tensors`` of a config given as canonical JSON. Memoised: a meta-device build
+    costs milliseconds (a TensoRF's random init is slow there) and the same config is read
+    again and again (every checkpoint of a run, every file of a sweep). Errors name
+    ``PLACEHOLDER``, which the caller replaces with the file."""
+    config = json.loads(config_json)
+    try:
         with torch.device("meta"):
-            fld = build_field(config, None, where)
+            fld = build_field(config, None, PLACEHOLDER)
         tensors = fld.named_tensors()
-        optional = {f"field.{k}" for k in fld.optional_tensors()}
+        optional = frozenset(f"field.{k}" for k in fld.optional_tensors())
     except NerfzipError:
         raise
     except BUILD_ERRORS as e:
-        raise NerfzipError(f"{where}: the config does not describe a buildable field "
+        raise NerfzipError(f"{PLACEHOLDER}: the config does not describe a buildable field "
                            f"({type(e).__name__}: {first_line(e)})") from None
-    return fld.family, {f"field.{k}": (tuple(v.shape), v.dtype) for k, v in
-                        tensors.items()}, optional
+    return fld.family, tuple((f"field.{k}", (tuple(v.shape), v.dtype)) for k, v in
+                             tensors.items()), optional
 
 
 def check_declared(name: str, shape: tuple[int, ...], dtype: torch.dtype, h: ModelHeader,

@@ -121,10 +121,15 @@ def coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise bad()
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-                value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+            raise bad() from None
+        if not math.isfinite(value):
+            raise bad()
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise bad()
