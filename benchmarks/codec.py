@@ -104,12 +104,12 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.imported:
-        from nerfzip.importers.nerf_pytorch import import_as_model
+        from nerfzip.importers.nerf_pytorch import import_nerf_pytorch
 
         data, folder = IMPORTED[args.imported]
         ckpt = next((SHARED / "models" / "nerf-pytorch" / folder).glob("*.ckpt"))
         scene = load_scene(SHARED / "data" / data)
-        model = import_as_model(ckpt, scene)
+        model = import_nerf_pytorch(ckpt, scene)
         name = args.name or f"imported_{args.imported}"
     else:
         model = load_model(args.model)

@@ -83,7 +83,7 @@ def main() -> None:
         t0 = time.perf_counter()
         c = run_pipeline(model, parse_pipeline(text), scene)
         compress_s = time.perf_counter() - t0
-        report = nrz.save(c.model, tmp / "c.nrz", c.save_options())
+        report = c.save(tmp / "c.nrz")
         t0 = time.perf_counter()
         back = nrz.load(tmp / "c.nrz")
         decode_s = time.perf_counter() - t0

@@ -21,7 +21,7 @@ from common import RECORDS
 
 from nerfzip.data.load import load_scene
 from nerfzip.evaluation.metrics import image_metrics, to_uint8
-from nerfzip.importers.nerf_pytorch import import_as_model
+from nerfzip.importers.nerf_pytorch import import_nerf_pytorch
 from nerfzip.utils.io import write_image, write_json
 from nerfzip.utils.machine import machine_info
 
@@ -43,7 +43,7 @@ def main() -> None:
     data, ckpt, default_views = SCENES[args.scene]
     scene = load_scene(data)
     t0 = time.perf_counter()
-    model = import_as_model(ckpt, scene)
+    model = import_nerf_pytorch(ckpt, scene)
     import_seconds = time.perf_counter() - t0
     out = ROOT / "benchmarks" / "out" / f"imported_{args.scene}"
     views, times = [], []

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nerfzip.codec import nrz
+from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
 from nerfzip.data.load import load_scene
 from nerfzip.data.scene import Scene
@@ -29,13 +30,13 @@ def compressed_rows(model: RadianceModel, scene: Scene, run: Path, quiet: bool
                     ) -> list[tuple[str, int, float, float, float]]:
     """(file, bytes, PSNR, SSIM, decode seconds) of the model as .nrz files, each decoded and
     evaluated again."""
-    variants = [("lossless.nrz", model, nrz.SaveOptions()),
-                ("8bit.nrz", model, nrz.SaveOptions(mode="quant", bits=8))]
-    c = run_pipeline(model, parse_pipeline(DEMO_PIPELINE), scene, quiet=quiet)
-    variants.append(("pipeline.nrz", c.model, c.save_options()))
+    variants = [("lossless.nrz", Compressed.of(model)),
+                ("8bit.nrz", run_pipeline(model, parse_pipeline("quant(8)"), scene)),
+                ("pipeline.nrz", run_pipeline(model, parse_pipeline(DEMO_PIPELINE), scene,
+                                              quiet=quiet))]
     rows = []
-    for name, m, options in variants:
-        report = nrz.save(m, run / name, options)
+    for name, c in variants:
+        report = c.save(run / name)
         back = nrz.load(run / name)
         res = evaluate(back, scene, "test", quiet=True)
         rows.append((name, report.bytes, res["mean"]["psnr"], res["mean"]["ssim"],

@@ -60,6 +60,24 @@ def test_import_of_a_non_checkpoint(tmp_path):
                               "-o", str(tmp_path / "o")), "x.ckpt")
 
 
+def test_out_means_the_same_kind_of_path_everywhere(tmp_path):
+    """Checked before any work: a folder where a file goes, a file where a folder goes."""
+    (tmp_path / "f.nrz").write_bytes(b"")
+    assert_one_line_error(run("compress", "nowhere", "-o", str(tmp_path), "--pipeline",
+                              "quant(8)"), "expected a .nrz file")
+    assert_one_line_error(run("compress", "nowhere", "-o", str(tmp_path / "x.zip"),
+                              "--pipeline", "quant(8)"), "expected a .nrz file")
+    assert_one_line_error(run("import", "nerf-pytorch", "x.ckpt", "--data", "procedural",
+                              "-o", str(tmp_path / "f.nrz")), "is a file")
+    assert_one_line_error(run("train", "--data", "procedural", "-o", str(tmp_path / "f.nrz")),
+                          "is a file")
+
+
+def test_encode_refers_quantization_to_compress(tmp_path):
+    assert_one_line_error(run("encode", "nowhere", "-o", str(tmp_path / "q.nrz"),
+                              "--precision", "quant"), "compress", "--preset quant8")
+
+
 def test_data_summary_of_procedural():
     proc = run("data", "procedural")
     assert proc.returncode == 0, proc.stderr
@@ -92,9 +110,17 @@ def test_train_then_eval_round_trip(tmp_path):
     assert from_file["model"]["file_bytes"] == nrz_file.stat().st_size
     proc = run("info", str(nrz_file), "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["bytes"] == nrz_file.stat().st_size
-    quant = run("encode", str(out), "-o", str(tmp_path / "q.nrz"), "--precision", "quant",
-                "--bits", "40")
-    assert_one_line_error(quant, "--bits 40")
+    # Quantization has one code path, the quant pass: encode points to it.
+    assert_one_line_error(run("encode", str(out), "-o", str(tmp_path / "q.nrz"),
+                              "--precision", "quant"), "compress", "quant8")
+    proc = run("compress", str(out), "-o", str(tmp_path / "q.nrz"), "--preset", "quant8",
+               "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(run("info", str(tmp_path / "q.nrz"), "--json").stdout)
+    assert info["header"]["pipeline"][0]["step"] == "quant"
+    # -o names a file for commands that write one, a folder for those that write several.
+    assert_one_line_error(run("encode", str(out), "-o", str(tmp_path)), "expected a .nrz file")
+    assert_one_line_error(run("eval", str(out), "-o", str(nrz_file)), "is a file")
 
 
 @pytest.mark.slow

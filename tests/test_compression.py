@@ -14,13 +14,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from nerfzip import finetune, low_rank, prune, quantize, vector_quantize
 from nerfzip.codec import nrz
-from nerfzip.compression.fit.finetune import finetune
+from nerfzip.compression.constraints import Codebook, Mask, QuantGrid, constrained
+from nerfzip.compression.passes.quant import calibrated_grid
+from nerfzip.compression.passes.vq import kmeans
 from nerfzip.compression.pipeline import load_pipeline_yaml, parse_pipeline, run_pipeline
-from nerfzip.compression.passes.prune import prune
-from nerfzip.compression.passes.quant import calibrated_grid, quantize
-from nerfzip.compression.compressed import Codebook, Mask, QuantGrid, constrained
-from nerfzip.compression.passes.vq import kmeans, vector_quantize
 from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.evaluation.evaluate import evaluate
@@ -182,13 +181,13 @@ def test_pipeline_text_and_yaml(tmp_path):
     assert [s.name for s in steps] == ["prune", "finetune", "vq", "quant"]
     assert steps[0].args == [0.6] and steps[3].kwargs == {"per_channel": False}
     yml = tmp_path / "p.yaml"
-    yml.write_text("pipeline:\n  - prune: {ratio: 0.6}\n  - 'quant(8)'\n")
-    assert [str(s) for s in load_pipeline_yaml(yml)] == ["prune(ratio=0.6)", "quant(8)"]
+    yml.write_text("pipeline:\n  - prune: {remove: 0.6}\n  - 'quant(8)'\n")
+    assert [str(s) for s in load_pipeline_yaml(yml)] == ["prune(remove=0.6)", "quant(8)"]
 
 
 @pytest.mark.parametrize("spec, fragment", [
     ("quant(8) zip(3)", "step 2 (zip(3)): unknown pass 'zip'"),
-    ("quant(bits=eight)", "bits must be a int"),
+    ("quant(bits=eight)", "bits must be an integer, got 'eight'"),
     ("quant(8, 9, 10, 11, 12, 13)", "at most 5 positional"),
     ("prune(0.5, colour=red)", "unknown argument 'colour'"),
     ("quant(8", "cannot read"),
@@ -254,8 +253,6 @@ def mlp_outputs(model):
 
 
 def test_low_rank_at_full_energy_is_exact_and_round_trips(tmp_path):
-    from nerfzip.compression.passes.low_rank import low_rank
-
     model = small_mlp()
     with torch.no_grad():  # make the trunk truly rank 8, so rank 8 loses nothing
         for layer in model.field.fine.layers[1:]:
@@ -274,7 +271,7 @@ def test_low_rank_at_full_energy_is_exact_and_round_trips(tmp_path):
 
 
 def test_low_rank_budget_spends_the_weights_where_the_energy_is():
-    from nerfzip.compression.passes.low_rank import budget_ranks, low_rank
+    from nerfzip.compression.passes.low_rank import budget_ranks
 
     gen = torch.Generator().manual_seed(0)
     exact = torch.randn(64, 2, generator=gen) @ torch.randn(2, 64, generator=gen)  # rank 2

@@ -16,6 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nerfzip import convert, finetune, prune, quantize, reduce_rank, tensor_decompose
 from nerfzip.codec import nrz
 from nerfzip.codec.binary import FormatError
 from nerfzip.codec.tensors import (
@@ -30,12 +31,8 @@ from nerfzip.codec.tensors import (
     serialize,
     tucker_to_tensor,
 )
-from nerfzip.compression.passes.tensor_decompose import convert, reduce_rank, tensor_decompose
-from nerfzip.compression.fit.finetune import finetune
+from nerfzip.compression.constraints import Factorized, constrained
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
-from nerfzip.compression.passes.prune import prune
-from nerfzip.compression.passes.quant import quantize
-from nerfzip.compression.compressed import Factorized, constrained
 from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
@@ -125,7 +122,7 @@ def test_known_tucker_ranks_decode_exactly_and_shrink_the_file(tmp_path):
     assert {tuple(t["ranks"]) for t in report["tensors"].values()} == {(0, 0, 5, 5)}
     assert report["max_rel_error"] < 1e-5
     info = assert_file_decodes_to(c, tmp_path)
-    assert info["version"] == "1.1"
+    assert info["version"] == f"{nrz.MAJOR}.{nrz.MINOR}"
     back = nrz.load(tmp_path / "c.nrz").field.named_tensors()
     rows = {r["name"][len("field."):]: r for r in info["sections"]}
     dense = nrz.save(model, tmp_path / "dense.nrz").sections
@@ -142,15 +139,19 @@ def test_known_tucker_ranks_decode_exactly_and_shrink_the_file(tmp_path):
         assert dense_bytes[name] / rows[name]["bytes"] > 0.7 * x.numel() * 4 / factor_bytes
 
 
-def test_files_without_factored_tensors_stay_version_1_0(tmp_path):
+def test_files_without_factored_tensors_have_the_same_version(tmp_path):
+    # .nrz 2.0 names its codecs by id in every section; a codec no longer bumps the version.
     nrz.save(tiny(), tmp_path / "plain.nrz")
-    assert nrz.info(tmp_path / "plain.nrz")["version"] == "1.0"
+    c, _ = tensor_decompose(tiny(), keep=0.4)
+    c.save(tmp_path / "factored.nrz")
+    assert nrz.info(tmp_path / "plain.nrz")["version"] == \
+        nrz.info(tmp_path / "factored.nrz")["version"] == f"{nrz.MAJOR}.{nrz.MINOR}"
 
 
 @pytest.mark.parametrize("method, full", [("tucker", False), ("tucker", True), ("cp", False)])
 def test_file_holds_exactly_the_projected_tensors(tmp_path, method, full):
     model = tiny()
-    c, report = tensor_decompose(model, method=method, ratio=0.4, full=full)
+    c, report = tensor_decompose(model, method=method, keep=0.4, full=full)
     assert 0.25 < report["values_after"] / report["values_before"] < 0.45
     for name in report["tensors"]:
         (f,) = c.constraints[name]
@@ -167,7 +168,7 @@ def test_file_holds_exactly_the_projected_tensors(tmp_path, method, full):
 
 
 def test_projecting_twice_changes_nothing():
-    c, _ = tensor_decompose(tiny(), ratio=0.4)
+    c, _ = tensor_decompose(tiny(), keep=0.4)
     before = tensors_of(c.model)
     parts = {k: [p.clone() for p in v[0].parts] for k, v in c.constraints.items()}
     c.project()
@@ -177,7 +178,7 @@ def test_projecting_twice_changes_nothing():
 
 
 def test_quant_after_decompose_quantizes_the_factors(tmp_path):
-    c, _ = tensor_decompose(tiny(resolution=(30, 34, 38)), ratio=0.4)
+    c, _ = tensor_decompose(tiny(resolution=(30, 34, 38)), keep=0.4)
     q, _ = quantize(c, 6, min_elements=64)
     name = "app_grids.planes.2"
     (f,) = q.constraints[name]
@@ -191,7 +192,7 @@ def test_quant_after_decompose_quantizes_the_factors(tmp_path):
 
 
 def test_finetune_trains_the_factors_and_keeps_them_in_force(tmp_path, scene):
-    c, _ = tensor_decompose(tiny(), ratio=0.4)
+    c, _ = tensor_decompose(tiny(), keep=0.4)
     c, _ = quantize(c, 8, min_elements=64)
     before = {k: [p.clone() for p in v[0].parts] for k, v in c.constraints.items()
               if isinstance(v[0], Factorized)}
@@ -217,7 +218,7 @@ def test_matrices_are_left_to_low_rank():
     with pytest.raises(NerfzipError, match="truncated SVD") as e:
         tensor_decompose(tiny(), include="decoder")
     assert "low_rank" in str(e.value) and "\n" not in str(e.value)
-    c, report = tensor_decompose(tiny(), ratio=0.4)
+    c, report = tensor_decompose(tiny(), keep=0.4)
     assert all(".planes." in name for name in report["tensors"])  # lines are matrices
 
 
@@ -332,7 +333,7 @@ def test_reduce_rank_of_a_trained_field_keeps_its_images(trained, scene):
 
 def test_pipeline_of_the_three_passes(trained, scene, tmp_path):
     steps = parse_pipeline("reduce_rank(density=8, appearance=12) "
-                           "tensor_decompose(ratio=0.5) quant(8) finetune(3, 256)")
+                           "tensor_decompose(keep=0.5) quant(8) finetune(3, 256)")
     c = run_pipeline(trained, steps, scene)
     assert [h["step"] for h in c.history][-4:] == ["reduce_rank", "tensor_decompose", "quant",
                                                   "finetune"]
@@ -345,7 +346,7 @@ def test_pipeline_of_the_three_passes(trained, scene, tmp_path):
 
 # --- purity, bad arguments, unsupported fields ---
 @pytest.mark.parametrize("run", [
-    lambda m: tensor_decompose(m, ratio=0.3),
+    lambda m: tensor_decompose(m, keep=0.3),
     lambda m: tensor_decompose(m, method="cp", rank=3),
     lambda m: reduce_rank(m, density=2, appearance=3),
     lambda m: convert(m, to="cp", density=4, appearance=5, iters=3),
@@ -361,8 +362,9 @@ def test_passes_do_not_mutate_their_input(run):
 
 
 @pytest.mark.parametrize("run, fragment", [
-    (lambda: tensor_decompose(tiny(), method="svd"), "method must be tucker or cp"),
-    (lambda: tensor_decompose(tiny(), ratio=1.5), "ratio in"),
+    (lambda: tensor_decompose(tiny(), method="svd"), "method must be one of tucker, cp"),
+    (lambda: tensor_decompose(tiny(), keep=1.5), r"keep must be in \[0.0, 1.0\]"),
+    (lambda: tensor_decompose(tiny(), keep=0.0), "keep in"),
     (lambda: tensor_decompose(tiny_mlp()), "no tensor of mlp-nerf"),
     (lambda: tensor_decompose(tiny(), method="cp", rank=500), "exceeds"),
     (lambda: tensor_decompose(prune(tiny(), 0.5)[0]), "already constrained.*before prune"),
@@ -372,7 +374,7 @@ def test_passes_do_not_mutate_their_input(run):
     (lambda: reduce_rank(quantize(tiny(), 8, min_elements=1)[0], density=2),
      "already constrained.*run it before"),
     (lambda: convert(tiny(), to="vm"), "already tensorf-vm"),
-    (lambda: convert(tiny(), to="xyz"), "to must be vm or cp"),
+    (lambda: convert(tiny(), to="xyz"), "to must be one of vm, cp"),
     (lambda: convert(tiny("cp"), to="vm", density=3), "reduce_rank"),
     (lambda: convert(tensor_decompose(tiny())[0], to="cp"), "already constrained"),
     (lambda: prune(tensor_decompose(tiny())[0], 0.5), "factorised.*dense again"),
@@ -384,8 +386,8 @@ def test_bad_arguments_and_fields_get_one_line(run, fragment):
 
 
 def test_pipeline_checks_the_new_passes_arguments():
-    with pytest.raises(NerfzipError, match="ratio must be a float"):
-        parse_pipeline("tensor_decompose(ratio=half)")
+    with pytest.raises(NerfzipError, match="keep must be a number, got 'half'"):
+        parse_pipeline("tensor_decompose(ratio=half)")  # the old name, mapped
     with pytest.raises(NerfzipError, match="unknown argument 'ranks'"):
         parse_pipeline("reduce_rank(ranks=3)")
     assert str(parse_pipeline("convert(to=cp, density=48)")[0]) == "convert(to=cp, density=48)"
@@ -472,7 +474,7 @@ def test_hostile_cp_nodes_are_refused():
 
 
 def test_hostile_section_in_a_file_names_it(tmp_path):
-    c, _ = tensor_decompose(tiny(), ratio=0.4)
+    c, _ = tensor_decompose(tiny(), keep=0.4)
     nrz.save(c.model, tmp_path / "t.nrz", c.save_options())
     nrzf = nrz.read_nrz(tmp_path / "t.nrz")
     nodes = {s.name: node for s, node in nrz.parsed_nodes(nrzf)}

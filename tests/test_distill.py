@@ -16,15 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nerfzip import distill, prune
 from nerfzip.codec import nrz
-from nerfzip.compression.fit.student import (
-    DistillConfig,
-    build_student,
-    distill,
-    heldout_psnr,
-)
+from nerfzip.compression.fit.student import DistillConfig, build_student, heldout_psnr
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
-from nerfzip.compression.passes.prune import prune
 from nerfzip.data.novel_views import (
     interpolate_poses,
     matrix_from_quaternion,
@@ -176,7 +171,7 @@ def test_mlp_student_has_the_requested_size_and_the_teachers_sampling(teacher, s
     assert c.model.render == teacher.render
     assert torch.equal(c.model.occupancy.occupied, teacher.occupancy.occupied)
     assert c.constraints == {}
-    half, _ = distill(teacher, **TINY, step_ratio=2.0, scene=scene)
+    half, _ = distill(teacher, **TINY, step_scale=2.0, scene=scene)
     assert half.model.render.step_size == pytest.approx(2 * teacher.render.step_size)
 
 
@@ -266,11 +261,12 @@ def test_teacher_without_a_grid_gets_one_from_its_density(scene):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    (dict(family="resnet"), "unknown student family 'resnet'"),
-    (dict(steps=0), "steps and batch_size must be >= 1"),
+    (dict(family="resnet"), "family must be one of mlp-nerf, tensorf-vm, tensorf-cp, got 'resnet'"),
+    (dict(steps=0), "steps must be >= 1, got 0"),
     (dict(family="tensorf-cp", depth=4), "depth sizes mlp-nerf students"),
     (dict(components=8), "components and voxels size TensoRF students"),
-    (dict(lr=0.0), "lr and step_ratio must be > 0"),
+    (dict(lr=0.0), "lr must be > 0.0, got 0.0"),
+    (dict(step_scale=-1.0), "step_scale must be > 0.0"),
 ])
 def test_bad_arguments_fail_in_one_line(teacher, scene, kwargs, fragment):
     with pytest.raises(NerfzipError, match=fragment) as err:
@@ -281,12 +277,12 @@ def test_bad_arguments_fail_in_one_line(teacher, scene, kwargs, fragment):
 def test_distill_needs_the_scene(teacher):
     with pytest.raises(NerfzipError, match="needs the scene"):
         distill(teacher, steps=1)
-    with pytest.raises(NerfzipError, match="steps must be a int"):
+    with pytest.raises(NerfzipError, match="steps must be an integer, got 1.5"):
         parse_pipeline("distill(steps=1.5)")
 
 
 def test_a_compressed_teacher_keeps_its_history(teacher, scene):
-    from nerfzip.compression.passes.quant import quantize
+    from nerfzip import quantize
 
     q, _ = quantize(teacher, 8)
     c, _ = distill(q, **TINY, scene=scene)

@@ -18,8 +18,8 @@ from nerfzip.fields.base import build_field
 from nerfzip.fields.encoding import encoding_dim, positional_encoding
 from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
 from nerfzip.importers.nerf_pytorch import (
-    import_as_model,
     import_nerf_pytorch,
+    nerf_pytorch_field,
     load_nerf_pytorch_checkpoint,
 )
 from nerfzip.training.checkpoint import load_model, save_model
@@ -170,7 +170,7 @@ def test_imported_checkpoint_matches_raw_layers(scene):
     path = CHECKPOINTS[scene]
     if not path.is_file():
         pytest.skip(f"shared checkpoint {path} not available")
-    field, report = import_nerf_pytorch(path, torch.tensor(BOXES[scene]))
+    field, report = nerf_pytorch_field(path, torch.tensor(BOXES[scene]))
     ckpt = torch.load(path, weights_only=True, map_location="cpu")
     arch = report["architecture"]
     assert (arch["hidden"], arch["depth"], arch["dir_freqs"], arch["dir_hidden"]) == (128, 4, 4, 64)
@@ -207,7 +207,7 @@ def test_import_skip_and_coarse_only(tmp_path):
     path = tmp_path / "skip.ckpt"
     torch.save({"iter": 7, "model_coarse_state_dict": sd, "model_fine_state_dict": None,
                 "psnr": torch.tensor(30.5)}, path)
-    field, report = import_nerf_pytorch(path, AABB)
+    field, report = nerf_pytorch_field(path, AABB)
     assert field.config.skips == (3,) and field.config.depth == 5
     assert field.config.hierarchical is False and field.coarse_field() is field.fine
     assert report["networks"] == ["coarse"] and report["psnr"] == 30.5 and "loss" not in report
@@ -223,7 +223,7 @@ def test_imported_model_keeps_nerf_pytorch_pixel_corners_through_save_and_load(t
     path = tmp_path / "m.ckpt"
     torch.save({"iter": 1, "model_coarse_state_dict": synthetic_state_dict(None),
                 "model_fine_state_dict": None}, path)
-    model = import_as_model(path, load_scene("procedural"))
+    model = import_nerf_pytorch(path, load_scene("procedural"))
     assert model.space.pixel_offset == 0.0
     save_model(model, tmp_path / "imported.safetensors")
     assert load_model(tmp_path / "imported.safetensors").space.pixel_offset == 0.0
@@ -247,7 +247,7 @@ def test_import_rejects_unexpected_layouts(tmp_path, mutate, message):
     path = tmp_path / "bad.ckpt"
     torch.save({"model_coarse_state_dict": sd}, path)
     with pytest.raises(NerfzipError, match=message):
-        import_nerf_pytorch(path, AABB)
+        nerf_pytorch_field(path, AABB)
 
 
 def test_import_rejects_mismatched_coarse_and_fine(tmp_path):
@@ -255,7 +255,7 @@ def test_import_rejects_mismatched_coarse_and_fine(tmp_path):
     torch.save({"model_coarse_state_dict": synthetic_state_dict(None),
                 "model_fine_state_dict": synthetic_state_dict(1)}, path)
     with pytest.raises(NerfzipError, match="differ in architecture"):
-        import_nerf_pytorch(path, AABB)
+        nerf_pytorch_field(path, AABB)
 
 
 # -- refusing files that are not checkpoints ----------------------------------------------------
@@ -312,4 +312,4 @@ def test_load_never_runs_pickled_code(tmp_path, writer):
     opaque = tmp_path / "opaque.ckpt"
     torch.save({"model_coarse_state_dict": {}, "other": Opaque()}, opaque)
     with pytest.raises(NerfzipError, match="Opaque"):
-        import_nerf_pytorch(opaque, AABB)
+        nerf_pytorch_field(opaque, AABB)

@@ -2,6 +2,12 @@
 
 Errors in the user's input (``NerfzipError``) print one line and exit with status 2; ``--debug``
 shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130.
+
+``--out / -o`` means the same everywhere: the path of what the command makes, created if
+missing. Commands that make one file take a file (encode, compress: the .nrz file); commands
+that make several take a folder (train, import: the run folder that eval, render and compress
+read as RUN; eval, render, demo: the folder of results). A path of the other kind (a folder as
+a file, a file as a folder) is refused in one line.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nerfzip.cli.args import add_dataclass_options, overrides
+from nerfzip.compression.pipeline.presets import PRESETS
 from nerfzip.errors import NerfzipError
 from nerfzip.training.config import TrainConfig
 
@@ -40,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--every", type=int, default=1, help="evaluate every N-th view")
     e.add_argument("--limit", type=int, default=None, help="at most this many views")
-    e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    e.add_argument("--out", "-o", default=None, help="folder of results (default: RUN/eval)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--int8", default="off", choices=["off", "on", "auto"],
                    help="dynamic int8 linear layers on the CPU: on, off, or auto (only where a "
@@ -55,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--frames", type=int, default=60)
     r.add_argument("--fps", type=int, default=24)
     r.add_argument("--format", default="mp4", choices=["mp4", "gif"])
-    r.add_argument("--out", default=None, help="output folder (default: RUN/render)")
+    r.add_argument("--out", "-o", default=None,
+                   help="folder of frames and video (default: RUN/render)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--int8", default="off", choices=["off", "on", "auto"],
                    help="dynamic int8 linear layers on the CPU: on, off, or auto (only where a "
@@ -63,21 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--step-scale", type=float, default=1.0, help=STEP_SCALE_HELP)
     r.add_argument("--quiet", action="store_true")
 
-    c = sub.add_parser("encode", help="write a run's model as one .nrz file")
+    c = sub.add_parser("encode", help="write a run's model as one .nrz file, as it is")
     c.add_argument("run", help="run folder, model file or .nrz file")
     c.add_argument("--out", "-o", required=True, help=".nrz file to write")
-    c.add_argument("--precision", default="lossless", choices=["lossless", "half", "quant"],
-                   help="lossless (bit-exact), half (float16) or quant (uniform --bits)")
-    c.add_argument("--bits", type=int, default=8, help="bits per value for --precision quant")
-    c.add_argument("--per-tensor", action="store_true",
-                   help="one quantization range per tensor instead of per channel")
+    c.add_argument("--precision", default="lossless",
+                   help="lossless (bit-exact) or half (float16); to quantize, use compress "
+                        "(--preset quant8 or --pipeline \"quant(BITS)\")")
 
     z = sub.add_parser("compress", help="run a compression pipeline and write a .nrz file")
-    z.add_argument("run", help="run folder, model file or .nrz file")
-    z.add_argument("--out", "-o", required=True, help=".nrz file to write")
+    z.add_argument("run", nargs="?", help="run folder, model file or .nrz file")
+    z.add_argument("--out", "-o", default=None, help=".nrz file to write")
     z.add_argument("--pipeline", default=None,
                    help='passes, e.g. "prune(0.6) finetune(1000) vq(4096) quant(8)"')
-    z.add_argument("--preset", default=None, help="a named pipeline: tiny, balanced, high")
+    z.add_argument("--preset", default=None,
+                   help=f"a named pipeline: {', '.join(PRESETS)}")
+    z.add_argument("--list-passes", action="store_true",
+                   help="list every pass with its arguments, defaults and help, and exit")
     z.add_argument("--config", default=None, help="a YAML file with a 'pipeline:' list")
     z.add_argument("--data", default=None, help="scene folder (default: the run's own)")
     z.add_argument("--device", default="cpu")
@@ -95,10 +104,38 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--downscale", type=int, default=None)
 
     m = sub.add_parser("demo", help="train, evaluate and report on the built-in scene")
-    m.add_argument("--out", default="runs/demo", help="folder for the demo run")
+    m.add_argument("--out", "-o", default="runs/demo", help="folder for the demo run")
     m.add_argument("--iters", type=int, default=None, help="training steps")
     m.add_argument("--quiet", action="store_true")
     return p
+
+
+def precision(text: str) -> str:
+    """``encode --precision``: lossless or half; quantization is a compression pass."""
+    if text == "quant":
+        raise NerfzipError("--precision quant: quantization is a compression pass now: nerfzip "
+                           "compress RUN -o FILE.nrz --preset quant8 (or --pipeline "
+                           "\"quant(BITS)\")")
+    if text not in ("lossless", "half"):
+        raise NerfzipError(f"--precision {text}: expected lossless or half")
+    return text
+
+
+def out_file(path: str, suffix: str = ".nrz") -> Path:
+    """``--out`` of a command that writes one file: not a folder, named ``*suffix``."""
+    out = Path(path)
+    if out.is_dir() or out.suffix != suffix:
+        raise NerfzipError(f"--out {path}: expected a {suffix} file to write (this command "
+                           "writes one file)")
+    return out
+
+
+def out_folder(path: str | Path) -> Path:
+    """``--out`` of a command that writes several files: a folder (made if missing)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NerfzipError(f"--out {path}: is a file; this command writes a folder")
+    return out
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -112,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from nerfzip.training.config import defaults_for
     from nerfzip.training.trainer import resume_config, train
 
-    out = Path(args.out)
+    out = out_folder(args.out)
     if args.resume:
         cfg, space = resume_config(out)
         cfg = replace(cfg, **{k: v for k, v in overrides(args, TrainConfig).items()
@@ -177,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     model, scene = load_run_and_scene(args.run, args.data, args.device, args.int8,
                                       args.step_scale)
-    out = Path(args.out) if args.out else default_out(args.run, "eval")
+    out = out_folder(args.out) if args.out else default_out(args.run, "eval")
     res = evaluate(model, scene, args.split, args.every, args.limit, out, quiet=args.quiet)
     m = res["mean"]
     print(f"{scene.name} {args.split} ({res['views_evaluated']} views): {file_note(model)}"
@@ -190,7 +227,7 @@ def cmd_render(args: argparse.Namespace) -> None:
 
     model, scene = load_run_and_scene(args.run, args.data, args.device, args.int8,
                                       args.step_scale)
-    out = Path(args.out) if args.out else default_out(args.run, "render")
+    out = out_folder(args.out) if args.out else default_out(args.run, "render")
     if model.meta.get("decode"):
         print(file_note(model).rstrip("; "))
     cams = scene.split("train" if args.path != "test" else "test").cameras
@@ -203,20 +240,24 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from nerfzip.codec.nrz import SaveOptions, save
     from nerfzip.training.checkpoint import load_model
 
+    mode, out = precision(args.precision), out_file(args.out)
     model = load_model(args.run)
-    options = SaveOptions(mode=args.precision, bits=args.bits, per_channel=not args.per_tensor)
-    if args.precision == "quant" and not 1 <= args.bits <= 16:
-        raise NerfzipError(f"--bits {args.bits}: quantization supports 1 to 16 bits")
-    report = save(model, args.out, options)
+    report = save(model, out, SaveOptions(mode=mode))
     dense = 4 * model.field.num_parameters()
     print(f"wrote {args.out}: {report.bytes:,} bytes ({dense / report.bytes:.1f}x smaller than "
           f"float32 parameters), encoded in {report.encode_seconds:.2f} s")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from nerfzip.codec.nrz import save
     from nerfzip.compression.pipeline import resolve, run_pipeline
+    from nerfzip.compression.registry import list_text
 
+    if args.list_passes:
+        print(list_text())
+        return
+    if not args.run or not args.out:
+        raise NerfzipError("compress needs a RUN and --out FILE.nrz (or --list-passes)")
+    out = out_file(args.out)
     steps = resolve(args.pipeline, args.preset, args.config)  # bad specs fail before loading
     model, scene = load_run_and_scene(args.run, args.data, args.device)
     dense = 4 * model.field.num_parameters()
@@ -227,7 +268,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
             print(f"{step}: {brief}", file=sys.stderr)
 
     compressed = run_pipeline(model, steps, scene, quiet=args.quiet, on_step=show)
-    report = save(compressed.model, args.out, compressed.save_options())
+    report = compressed.save(out)
     print(f"wrote {args.out}: {report.bytes:,} bytes ({dense / report.bytes:.1f}x smaller than "
           f"float32 parameters) after {' '.join(map(str, steps))}")
 
@@ -263,20 +304,21 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_import(args: argparse.Namespace) -> None:
     from nerfzip.data.scene import load_scene
-    from nerfzip.importers.nerf_pytorch import import_as_model
+    from nerfzip.importers.nerf_pytorch import import_nerf_pytorch
     from nerfzip.training.checkpoint import save_model
 
+    out = out_folder(args.out)
     scene = load_scene(args.data, downscale=args.downscale)
-    model = import_as_model(args.checkpoint, scene, args.downscale)
-    save_model(model, Path(args.out) / "model.safetensors")
+    model = import_nerf_pytorch(args.checkpoint, scene, args.downscale)
+    save_model(model, out / "model.safetensors")
     print(f"imported {args.checkpoint} ({model.field.num_parameters():,} parameters) -> "
-          f"{Path(args.out) / 'model.safetensors'}")
+          f"{out / 'model.safetensors'}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from nerfzip.demo import run_demo
 
-    run_demo(Path(args.out), iters=args.iters, quiet=args.quiet)
+    run_demo(out_folder(args.out), iters=args.iters, quiet=args.quiet)
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,

@@ -5,4 +5,8 @@ Checkpoints are read only through loaders that cannot execute code (``torch.load
 tool's configuration files.
 
 - ``nerf_pytorch``: krrish94/nerf-pytorch ``FlexibleNeRFModel`` checkpoints -> ``mlp-nerf``.
+
+Every importer is ``import_<tool>(checkpoint, scene, downscale=None) -> RadianceModel``, the
+same function as ``nerfzip.import_<tool>`` (the bare field and its report:
+``<tool>_field(checkpoint, aabb)``).
 """

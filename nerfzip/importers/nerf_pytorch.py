@@ -161,7 +161,7 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def import_nerf_pytorch(path: str | Path, aabb: Tensor) -> tuple[MLPNeRF, dict[str, Any]]:
+def nerf_pytorch_field(path: str | Path, aabb: Tensor) -> tuple[MLPNeRF, dict[str, Any]]:
     """An ``mlp-nerf`` field holding exactly the checkpoint's networks, and a report.
 
     ``aabb`` [2, 3] is the field-space box (world box, or [-1, 1]^3 in NDC for forward-facing
@@ -207,13 +207,13 @@ def import_nerf_pytorch(path: str | Path, aabb: Tensor) -> tuple[MLPNeRF, dict[s
     return field, report
 
 
-def import_as_model(path: str | Path, scene: Scene, downscale: int | None = None
-                    ) -> RadianceModel:
+def import_nerf_pytorch(path: str | Path, scene: Scene, downscale: int | None = None
+                        ) -> RadianceModel:
     """A renderable model of the checkpoint on ``scene``: the hierarchical sampling it was
     trained with (64 coarse + 64 fine samples, linear in depth, NeRF's infinite last
     interval), in the scene's space (world with near/far, or NDC for forward-facing scenes),
     with rays through pixel corners as nerf-pytorch cast them in training."""
-    field, report = import_nerf_pytorch(path, scene.aabb)
+    field, report = nerf_pytorch_field(path, scene.aabb)
     render = RenderConfig(sampler="hierarchical", n_coarse=64, n_fine=64)
     space = dataclasses.replace(SceneSpace.of(scene, downscale), pixel_offset=0.0)
     return RadianceModel(field, render, space, None, {"imported": report})

@@ -23,37 +23,49 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from nerfzip.compression.compressed import Codebook, Compressed, Constraint, Factorized, constrained
+from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.constraints import Constraint
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.tensorf import TensoRF
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.rendering.renderer import render_rays
 from nerfzip.utils.progress import progress_bar
 
 
 class Constrain(nn.Module):
-    """A parametrization applying a tensor's constraints; codebooks become parameters, and a
-    factorised tensor's latent tensors are its core and factors (``right_inverse``)."""
+    """A parametrization applying a tensor's constraints (in their order). Each constraint's
+    ``trainable`` tensors become parameters; a constraint with ``latent`` tensors (a
+    factorisation) makes them the parametrization's latent tensors (``right_inverse``) and
+    builds the tensor from them (``from_latent``)."""
 
     def __init__(self, constraints: list[Constraint]):
         super().__init__()
-        self.constraints = constraints
-        self.codebooks = nn.ParameterList(
-            [nn.Parameter(c.codebook.clone()) for c in constraints if isinstance(c, Codebook)])
-        self.factorized = next((c for c in constraints if isinstance(c, Factorized)), None)
+        self.original = list(constraints)
+        ordered = sorted(constraints, key=lambda c: c.order)
+        self.source = next((c for c in ordered if c.latent() is not None), None)
+        self.rest = [c for c in ordered if c is not self.source]
+        self.trained = nn.ModuleList([nn.ParameterList([nn.Parameter(t.clone())
+                                                        for t in c.trainable()])
+                                      for c in self.rest])
 
     def right_inverse(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
-        if self.factorized is None:
+        if self.source is None:
             return x
-        return tuple(p.to(x.device).clone() for p in self.factorized.parts)
+        return tuple(p.to(x.device).clone() for p in self.source.latent())
 
     def forward(self, *latent: Tensor) -> Tensor:
-        books = iter(self.codebooks)
-        cons = [Codebook(c.axis, c.indices, next(books)) if isinstance(c, Codebook) else c
-                for c in self.constraints if not isinstance(c, Factorized)]
-        x = latent[0] if self.factorized is None else self.factorized.product(list(latent))
-        return constrained(x, cons)
+        x = latent[0] if self.source is None else self.source.from_latent(list(latent))
+        for c, params in zip(self.rest, self.trained):
+            x = c.project_with(x, list(params))
+        return x
+
+    def finished(self, latent: list[Tensor] | None) -> list[Constraint]:
+        """The constraints with what fine-tuning learned (in their original order)."""
+        done = {id(c): c.trained([p for p in params], None)
+                for c, params in zip(self.rest, self.trained)}
+        if self.source is not None:
+            done[id(self.source)] = self.source.trained([], latent)
+        return [done[id(c)] for c in self.original]
 
 
 def owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -62,24 +74,24 @@ def owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 
 def param_groups(c: Compressed, lr_grid: float, lr_net: float) -> list[dict[str, Any]]:
-    grid, net = [], []
-    for name, p in c.model.field.named_parameters():
-        (grid if "grids" in name else net).append(p)
-    groups = [{"params": grid, "lr": lr_grid}] if grid else []
-    return groups + [{"params": net, "lr": lr_net}] if net else groups
+    """Adam groups from the field's own grouping (``Field.param_groups``)."""
+    groups = c.model.field.param_groups()
+    grid, net = groups.get("grid", []), groups.get("net", [])
+    out = [{"params": grid, "lr": lr_grid}] if grid else []
+    return out + [{"params": net, "lr": lr_net}] if net else out
 
 
-def finetune(model: RadianceModel | Compressed, steps: int = 1000, batch_size: int = 4096,
-             lr_grid: float = 2e-3, lr_net: float = 1e-4, seed: int = 0, *,
-             scene: Scene | None = None, quiet: bool = True
+def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_grid: float,
+             lr_net: float, seed: int, scene: Scene | None, quiet: bool = True
              ) -> tuple[Compressed, dict[str, Any]]:
-    """``steps`` of Adam on random training rays of ``scene``, constraints kept."""
+    """``steps`` of Adam on random training rays of ``scene``, constraints kept (the
+    ``finetune`` pass, ``passes/finetune.py``)."""
     if scene is None:
         raise NerfzipError("finetune needs the scene's training views (pass --data)")
     c = Compressed.of(model)
     field = c.model.field
-    if not isinstance(field, TensoRF):
-        lr_grid, lr_net = lr_net, lr_net
+    if not field.param_groups().get("grid"):  # a family without grids: one rate (recorded)
+        lr_grid = lr_net
     hooks: dict[str, Constrain] = {}
     for name, cons in c.constraints.items():
         module, attr = owner(field, name)
@@ -116,15 +128,13 @@ def finetune(model: RadianceModel | Compressed, steps: int = 1000, batch_size: i
         field.eval()
         for name, hook in hooks.items():
             module, attr = owner(field, name)
-            if hook.factorized is not None:  # keep the trained factors, on their fixed grids
-                latent = module.parametrizations[attr]
-                hook.factorized.set_parts([getattr(latent, f"original{i}") for i in
-                                           range(len(hook.factorized.parts))], new_grids=False)
+            latent = None
+            if hook.source is not None:  # the trained latent tensors (factors), read first
+                originals = module.parametrizations[attr]
+                latent = [getattr(originals, f"original{i}")
+                          for i in range(len(hook.source.latent()))]
+            c.constraints[name] = hook.finished(latent)
             parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
-            books = iter(hook.codebooks)
-            c.constraints[name] = [
-                Codebook(k.axis, k.indices, next(books).detach().clone())
-                if isinstance(k, Codebook) else k for k in hook.constraints]
     c.project()
     head = psnrs[: max(1, steps // 10)]
     tail = psnrs[-max(1, steps // 10):]

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.fit.student import (
     DistillConfig,
     OccupiedPoints,
@@ -36,7 +37,6 @@ from nerfzip.compression.fit.student import (
     tail_mean,
     train_student,
 )
-from nerfzip.compression.compressed import Compressed
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.encoding import positional_encoding

@@ -1,6 +1,6 @@
-"""Distillation: a new field of any family and size (the student) trained to reproduce a trained
-model (the teacher), e.g. TensoRF-VM -> a small MLP NeRF, or an imported nerf-pytorch MLP ->
-TensoRF-CP.
+"""Distillation's training loop (the ``distill`` pass is ``passes/distill.py``): a new field of
+any family and size (the student) trained to reproduce a trained model (the teacher), e.g.
+TensoRF-VM -> a small MLP NeRF, or an imported nerf-pytorch MLP -> TensoRF-CP.
 
 The student lives in the teacher's box and renders with the teacher's occupancy grid and render
 settings, so both skip the same empty space. An MLP student therefore needs no coarse network:
@@ -38,15 +38,12 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nerfzip.compression.compressed import Compressed
 from nerfzip.data.novel_views import novel_rays
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
@@ -58,6 +55,7 @@ from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_rays, render_view_rays
 from nerfzip.training.config import TrainConfig
 from nerfzip.utils.progress import progress_bar
+from nerfzip.utils.schema import check, limits
 
 STUDENT_FAMILIES = ("mlp-nerf", "tensorf-vm", "tensorf-cp")
 MLP_WIDTH, MLP_DEPTH = 128, 6
@@ -83,53 +81,41 @@ HELDOUT_SEED = 1_000_003
 class DistillConfig:
     """What to distil into, and how."""
 
-    family: str = "mlp-nerf"
+    family: str = field(default="mlp-nerf", metadata=limits(choices=STUDENT_FAMILIES))
     """Student family: mlp-nerf, tensorf-vm or tensorf-cp."""
-    steps: int = 2000
+    steps: int = field(default=2000, metadata=limits(1))
     """Optimisation steps."""
-    batch_size: int = 128
+    batch_size: int = field(default=128, metadata=limits(1))
     """Novel-view rays rendered by teacher and student per step."""
-    points: int = 8192
+    points: int = field(default=8192, metadata=limits(0))
     """Point-wise density / colour targets per step (0: rays only)."""
-    lr: float = 5e-3
+    lr: float = field(default=5e-3, metadata=limits(0.0, lo_open=True))
     """Learning rate of networks (decays exponentially to a tenth); TensoRF grids use 0.02."""
-    width: int = 0
+    width: int = field(default=0, metadata=limits(0))
     """MLP trunk width (default 128), or TensoRF colour-decoder width (default 64)."""
-    depth: int = 0
+    depth: int = field(default=0, metadata=limits(0))
     """MLP trunk layers (default 6); MLP students only."""
-    components: int = 0
+    components: int = field(default=0, metadata=limits(0))
     """TensoRF density components per mode (VM, default 16) or in all (CP, default 96);
     appearance gets 1.5x (VM) or 2x (CP), as ``default_config``. TensoRF students only."""
-    voxels: int = 0
+    voxels: int = field(default=0, metadata=limits(0))
     """TensoRF grid voxels (default: the teacher's if it is a TensoRF, else 300^3)."""
-    step_ratio: float = 1.0
+    step_scale: float = field(default=1.0, metadata=limits(0.0, lo_open=True))
     """Student render step as a multiple of the teacher's (an MLP costs more per sample than a
     grid: 2 halves its render and training cost)."""
-    density_weight: float = 0.1
+    density_weight: float = field(default=0.1, metadata=limits(0.0))
     """Weight of the point-wise density loss (MSE of log optical depth per step)."""
-    colour_weight: float = 1.0
+    colour_weight: float = field(default=1.0, metadata=limits(0.0))
     """Weight of the point-wise colour loss (opacity-weighted MSE)."""
-    gt_weight: float = 0.0
+    gt_weight: float = field(default=0.0, metadata=limits(0.0))
     """Weight of the loss on real training pixels (batch_size / 4 more rays per step)."""
     seed: int = 0
     """Seed of the student's initialisation and of every random draw."""
 
     def check(self) -> None:
-        """One-line errors for arguments that cannot work."""
-        if self.family not in STUDENT_FAMILIES:
-            raise NerfzipError(f"distill: unknown student family {self.family!r} (known: "
-                               f"{', '.join(STUDENT_FAMILIES)})")
-        if self.steps < 1 or self.batch_size < 1 or self.points < 0:
-            raise NerfzipError(f"distill: steps and batch_size must be >= 1 and points >= 0 "
-                               f"(got {self.steps}, {self.batch_size}, {self.points})")
-        if min(self.width, self.depth, self.components, self.voxels) < 0:
-            raise NerfzipError("distill: width, depth, components and voxels must be >= 0 "
-                               "(0: the family's default)")
-        if self.lr <= 0 or self.step_ratio <= 0:
-            raise NerfzipError(f"distill: lr and step_ratio must be > 0 (got {self.lr}, "
-                               f"{self.step_ratio})")
-        if min(self.density_weight, self.colour_weight, self.gt_weight) < 0:
-            raise NerfzipError("distill: loss weights must be >= 0")
+        """One-line errors for arguments that cannot work (types and ranges, then the
+        arguments that size the other family)."""
+        check(self, "distill")
         mlp = self.family == "mlp-nerf"
         if mlp and (self.components or self.voxels):
             raise NerfzipError("distill: components and voxels size TensoRF students, not "
@@ -158,28 +144,28 @@ def student_field(cfg: DistillConfig, teacher: Field) -> Field:
     return TensoRF(fcfg, aabb, seed=cfg.seed)
 
 
-def density_grid(teacher: RadianceModel, step_ratio: float, generator: torch.Generator
+def density_grid(teacher: RadianceModel, step_scale: float, generator: torch.Generator
                  ) -> tuple[OccupancyGrid, float]:
     """A grid built from the teacher's density (the max of two jittered samples per cell) and
     the render step that goes with it."""
     grid = OccupancyGrid(teacher.field.aabb, BUILT_GRID_RESOLUTION).to(teacher.field.aabb.device)
-    step = float(grid.cell_size().min()) / BUILT_STEP_CELLS * step_ratio
+    step = float(grid.cell_size().min()) / BUILT_STEP_CELLS * step_scale
     for _ in range(2):
         grid.update(teacher.field.density, step, TrainConfig().occupancy_threshold, decay=1.0,
                     generator=generator)
     return grid, step
 
 
-def student_sampling(teacher: RadianceModel, step_ratio: float, generator: torch.Generator
+def student_sampling(teacher: RadianceModel, step_scale: float, generator: torch.Generator
                      ) -> tuple[RenderConfig, OccupancyGrid, bool]:
     """The student's render settings and occupancy grid: the teacher's when it marches through
     a grid with empty cells, else a grid built from the teacher's density. Also whether the
     grid was built."""
     occ = teacher.occupancy
     if teacher.render.sampler == "occupancy" and occ is not None and not bool(occ.occupied.all()):
-        return (replace(teacher.render, step_size=teacher.render.step_size * step_ratio),
+        return (replace(teacher.render, step_size=teacher.render.step_size * step_scale),
                 copy.deepcopy(occ), False)
-    grid, step = density_grid(teacher, step_ratio, generator)
+    grid, step = density_grid(teacher, step_scale, generator)
     base = teacher.render if teacher.render.sampler == "occupancy" else RenderConfig()
     return replace(base, sampler="occupancy", step_size=step), grid, True
 
@@ -188,7 +174,7 @@ def build_student(teacher: RadianceModel, cfg: DistillConfig) -> tuple[RadianceM
     """An untrained student model (field, sampling, the teacher's scene space) on the teacher's
     device, and whether its occupancy grid was built rather than copied."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    render, grid, built = student_sampling(teacher, cfg.step_ratio, gen)
+    render, grid, built = student_sampling(teacher, cfg.step_scale, gen)
     # The teacher's notes (training run, import) describe the teacher: kept apart, so that
     # nothing mistakes them for the student's own settings.
     meta = {"teacher": {k: copy.deepcopy(v) for k, v in teacher.meta.items()
@@ -295,13 +281,13 @@ def loss_terms(student: RadianceModel, teacher: RadianceModel, scene: Scene,
 
 
 def optimizer_for(field: Field, lr: float) -> torch.optim.Adam:
-    """Adam with TensoRF grids at the trainer's grid rate and networks at ``lr``."""
-    grids = [p for n, p in field.named_parameters() if "grids" in n]
-    nets = [p for n, p in field.named_parameters() if "grids" not in n]
-    groups = [{"params": nets, "lr": lr, "base_lr": lr}]
-    if grids:
+    """Adam with the field's grids (``Field.param_groups``) at the trainer's grid rate and
+    networks at ``lr``."""
+    own = field.param_groups()
+    groups = [{"params": own.get("net", []), "lr": lr, "base_lr": lr}]
+    if own.get("grid"):
         lr_grid = TrainConfig().lr_grid
-        groups.append({"params": grids, "lr": lr_grid, "base_lr": lr_grid})
+        groups.append({"params": own["grid"], "lr": lr_grid, "base_lr": lr_grid})
     return torch.optim.Adam(groups, betas=(0.9, 0.99))
 
 
@@ -344,42 +330,3 @@ def tail_mean(values: list[float]) -> float:
     """Mean of the last tenth (at least one value)."""
     tail = values[-max(1, len(values) // 10):]
     return sum(tail) / len(tail)
-
-
-def distill(model: RadianceModel | Compressed, family: str = "mlp-nerf", steps: int = 2000,
-            batch_size: int = 128, points: int = 8192, lr: float = 5e-3, width: int = 0,
-            depth: int = 0, components: int = 0, voxels: int = 0, step_ratio: float = 1.0,
-            density_weight: float = 0.1, colour_weight: float = 1.0, gt_weight: float = 0.0,
-            seed: int = 0, *, scene: Scene | None = None, quiet: bool = True
-            ) -> tuple[Compressed, dict[str, Any]]:
-    """A student of ``family`` trained to render like ``model``; see ``DistillConfig`` for the
-    arguments. Returns the student (no constraints: its tensors are new; the teacher's pipeline
-    history plus this step) and a report."""
-    cfg = DistillConfig(family, steps, batch_size, points, lr, width, depth, components, voxels,
-                        step_ratio, density_weight, colour_weight, gt_weight, seed)
-    cfg.check()
-    if scene is None:
-        raise NerfzipError("distill needs the scene's cameras and views (pass --data)")
-    teacher = model.model if isinstance(model, Compressed) else model
-    history = list(model.history if isinstance(model, Compressed)
-                   else teacher.meta.get("pipeline", []))
-    student, built = build_student(teacher, cfg)
-    t0 = time.perf_counter()
-    log = train_student(student, teacher, scene, cfg, quiet)
-    seconds = time.perf_counter() - t0
-    n = trainable_parameters(student.field)
-    report: dict[str, Any] = {
-        "family": cfg.family, "parameters": n, "float32_bytes": 4 * n,
-        "teacher_family": teacher.field.family,
-        "teacher_parameters": trainable_parameters(teacher.field),
-        "occupancy": "built from the teacher's density" if built else "the teacher's",
-        "step_size": student.render.step_size, "seconds": seconds,
-        "steps_per_second": cfg.steps / seconds,
-        **{f"{REPORT_NAMES[k]}_last": tail_mean(v) for k, v in log.items()},
-        "heldout_psnr": heldout_psnr(student, teacher, scene, seed=cfg.seed,
-                                     n=min(max(8 * cfg.batch_size, HELDOUT_RAYS[0]),
-                                           HELDOUT_RAYS[1])),
-    }
-    c = Compressed(student, {}, history)
-    c.record("distill", asdict(cfg), report)
-    return c, report

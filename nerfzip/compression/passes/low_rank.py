@@ -1,8 +1,9 @@
-"""Low-rank factorisation of linear layers: truncated SVD, each layer replaced by two thinner
-ones (``LowRankLinear``), which is both smaller and faster when the rank is low enough.
+"""The ``low_rank`` pass: low-rank factorisation of linear layers: truncated SVD, each layer
+replaced by two thinner ones (``LowRankLinear``), which is both smaller and faster when the
+rank is low enough.
 
 The rank of each layer is the smallest that keeps ``energy`` of its squared singular values,
-or ``ratio`` of its full rank, or is chosen for all layers together under a size ``budget``
+or ``keep`` of its full rank, or is chosen for all layers together under a size ``budget``
 (the share of the layers' weights the factors may have): singular values are taken greedily by
 the share of their layer's energy they carry per weight they cost (``r (m + n)`` for an m x n
 layer), which for these concave per-layer gains is the best allocation up to one singular
@@ -13,21 +14,24 @@ afterwards (``finetune``) to recover the loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
+from nerfzip.utils.schema import limits
 
 MIN_SIDE = 16
 
 
-def choose_rank(s: torch.Tensor, energy: float | None, ratio: float | None) -> int:
-    if ratio is not None:
-        return max(1, int(round(ratio * s.numel())))
+def choose_rank(s: torch.Tensor, energy: float, keep: float | None) -> int:
+    if keep is not None:
+        return max(1, int(round(keep * s.numel())))
     cum = torch.cumsum(s * s, 0)
     return int(torch.searchsorted(cum, energy * cum[-1])) + 1
 
@@ -54,19 +58,31 @@ def budget_ranks(svals: list[torch.Tensor], shapes: list[tuple[int, int]], budge
     return ranks
 
 
-def low_rank(model: RadianceModel | Compressed, energy: float = 0.95,
-             ratio: float | None = None, include: str = "", budget: float | None = None
+@dataclass
+class Config:
+    """The ``low_rank`` pass: low-rank factorisation of linear layers."""
+
+    energy: float = field(default=0.95, metadata=limits(0.0, 1.0, lo_open=True))
+    """Each layer's rank keeps this share of its squared singular values."""
+    keep: float | None = field(default=None, metadata=limits(0.0, 1.0, lo_open=True))
+    """Instead: each layer keeps this share of its full rank."""
+    include: str = ""
+    """Only layers whose name contains this text (e.g. fine.layers)."""
+    budget: float | None = field(default=None, metadata=limits(0.0, 1.0, lo_open=True))
+    """Instead: ranks chosen for all layers together, the factors holding at most this share
+    of the layers' weights (below 1)."""
+
+
+@register_pass("low_rank", Config, renames={"ratio": "keep"})
+def low_rank(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
              ) -> tuple[Compressed, dict[str, Any]]:
-    """Factorise the linear layers of a copy of ``model`` (names containing ``include``), each
-    at the rank of ``energy`` or ``ratio``, or all under the weight ``budget`` together."""
-    if not 0.0 < energy <= 1.0 or (ratio is not None and not 0.0 < ratio <= 1.0):
-        raise NerfzipError(f"low_rank: energy and ratio must be in (0, 1] (got {energy}, "
-                           f"{ratio})")
-    if budget is not None and not 0.0 < budget < 1.0:
+    """Truncated SVD of linear layers, each replaced by two thinner ones."""
+    energy, keep, include, budget = cfg.energy, cfg.keep, cfg.include, cfg.budget
+    if budget is not None and not budget < 1.0:
         raise NerfzipError(f"low_rank: budget must be in (0, 1), got {budget}")
     c = Compressed.of(model)
-    field = c.model.field
-    targets = [(n, m) for n, m in field.named_modules()
+    net = c.model.field
+    targets = [(n, m) for n, m in net.named_modules()
                if isinstance(m, nn.Linear) and include in n
                and min(m.in_features, m.out_features) >= MIN_SIDE]
     for name, _ in targets:
@@ -78,7 +94,7 @@ def low_rank(model: RadianceModel | Compressed, energy: float = 0.95,
         ranks = budget_ranks([s for _, s, _ in svds],
                              [tuple(lin.weight.shape) for _, lin in targets], budget)
     else:
-        ranks = [choose_rank(s, energy, ratio) for _, s, _ in svds]
+        ranks = [choose_rank(s, energy, keep) for _, s, _ in svds]
     layers: dict[str, Any] = {}
     before = after = 0
     for (name, lin), (u, s, vh), r in zip(targets, svds, ranks):
@@ -87,7 +103,7 @@ def low_rank(model: RadianceModel | Compressed, energy: float = 0.95,
         if r * (w.shape[0] + w.shape[1]) >= full:
             continue
         bias = lin.bias.detach().clone() if lin.bias is not None else None
-        new = field.factorize_(name, r)
+        new = net.factorize_(name, r)
         root = s[:r].sqrt()
         with torch.no_grad():
             new.down.weight.copy_(root[:, None] * vh[:r])
@@ -99,9 +115,9 @@ def low_rank(model: RadianceModel | Compressed, energy: float = 0.95,
         before += full
         after += r * (w.shape[0] + w.shape[1])
     if not layers:
-        raise NerfzipError("low_rank: no linear layer would get smaller at this energy / ratio")
+        raise NerfzipError("low_rank: no linear layer would get smaller at this energy / keep")
     report = {"layers": layers, "weights_before": before, "weights_after": after}
-    args = {"energy": energy, "ratio": ratio, "include": include}
+    args = {"energy": energy, "keep": keep, "include": include}
     if budget is not None:  # recorded only when used: older records stay as they were
         args["budget"] = budget
     c.record("low_rank", args,

@@ -1,26 +1,27 @@
-"""Pruning: set parameters to exactly zero (stored sparsely in the .nrz file) or remove whole
-components so the field really shrinks.
+"""The ``prune`` pass: set parameters to exactly zero (stored sparsely in the .nrz file) or
+remove whole components so the field really shrinks.
 
 - ``magnitude``: unstructured, the smallest-magnitude entries of the weight tensors, one
-  threshold over all of them (``scope="global"``) or a ratio per tensor (``"layer"``), by
-  ``ratio`` or absolute ``threshold``; any field family.
+  threshold over all of them (``scope="global"``) or a share per tensor (``"layer"``), by
+  the share to ``remove`` or an absolute ``threshold``; any field family.
 - ``importance``: grid fields; plane texels / line entries whose accumulated rendering weight
   over training rays is negligible are zeroed in every channel (VQRF's voxel pruning, on
   factor grids). ``keep_mass`` is the share of total importance the kept entries hold.
 - ``occupancy``: grid fields; entries no occupied cell projects onto.
-- ``neurons`` (structured): MLP NeRFs; the ``ratio`` of each trunk layer's neurons that
+- ``neurons`` (structured): MLP NeRFs; the share ``remove`` of each trunk layer's neurons that
   matter least are removed, so every matrix really shrinks (``colour_branch=True``: the same
   share of the feature channels and view-direction neurons too); given the scene, the kept weights
   are refitted to reproduce the original layers (``neurons.py``), and ``refit_steps`` of
   distillation from the original (rendered novel-view rays plus point targets) then make the
   pruned model render like it.
-- ``components`` (structured): grid fields; the ``ratio`` of density and appearance
+- ``components`` (structured): grid fields; the share ``remove`` of density and appearance
   components with the smallest plane-norm x line-norm are removed from every mode (and the
   appearance basis loses the matching columns), so rendering does less work.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,12 +33,14 @@ from nerfzip.compression.analysis.importance import (
     occupancy_importance,
     require_tensorf,
 )
+from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.constraints import Mask, constrained
 from nerfzip.compression.fit.neurons import REFIT_LR, prune_neurons
-from nerfzip.compression.compressed import Compressed, Mask, constrained
-from nerfzip.data.scene import Scene
+from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.tensorf import FactorGrids
 from nerfzip.rendering.model import RadianceModel
+from nerfzip.utils.schema import limits
 
 MIN_ELEMENTS = 1024
 METHODS = ("magnitude", "importance", "occupancy", "components", "neurons")
@@ -49,65 +52,84 @@ def weight_tensors(c: Compressed) -> dict[str, Tensor]:
             if v.is_floating_point() and v.dim() >= 2 and v.numel() >= MIN_ELEMENTS}
 
 
-def prune(model: RadianceModel | Compressed, ratio: float = 0.5, method: str = "magnitude",
-          scope: str = "global", threshold: float | None = None, keep_mass: float = 0.999,
-          n_rays: int = 1 << 20, refit_steps: int = 0, refit_lr: float = REFIT_LR,
-          colour_branch: bool = False, *,
-          scene: Scene | None = None, quiet: bool = True
-          ) -> tuple[Compressed, dict]:
-    """Prune a copy of ``model``; returns it and a report."""
+@dataclass
+class Config:
+    """Pruning."""
+
+    remove: float = field(default=0.5, metadata=limits(0.0, 1.0))
+    """Share removed: of the weights (magnitude), of the components or neurons (structured)."""
+    method: str = field(default="magnitude", metadata=limits(choices=METHODS))
+    """magnitude, importance, occupancy (grid entries), components or neurons (structured)."""
+    scope: str = field(default="global", metadata=limits(choices=("global", "layer")))
+    """magnitude: one threshold over all weights (global) or the share per tensor (layer)."""
+    threshold: float | None = None
+    """magnitude: prune values at or below this magnitude instead of a share."""
+    keep_mass: float = field(default=0.999, metadata=limits(0.0, 1.0))
+    """importance: share of the total rendering importance the kept grid entries hold."""
+    n_rays: int = field(default=1 << 20, metadata=limits(1))
+    """importance: training rays the importance is accumulated over."""
+    refit_steps: int = field(default=0, metadata=limits(0))
+    """neurons: distillation steps from the unpruned network after the rebuild."""
+    refit_lr: float = field(default=REFIT_LR, metadata=limits(0.0, lo_open=True))
+    """neurons: learning rate of the refit."""
+    colour_branch: bool = False
+    """neurons: also remove feature channels and view-direction neurons."""
+
+
+@register_pass("prune", Config, renames={"ratio": "remove"})
+def prune(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
+          ) -> tuple[Compressed, dict[str, Any]]:
+    """Unstructured (stored sparsely) or structured pruning (a smaller field)."""
     c = Compressed.of(model)
-    if method not in METHODS:
-        raise NerfzipError(f"prune: unknown method {method!r} ({', '.join(METHODS)})")
+    method, scene = cfg.method, ctx.scene
     if method == "magnitude":
-        report = prune_magnitude(c, ratio, scope, threshold)
+        report = prune_magnitude(c, cfg.remove, cfg.scope, cfg.threshold)
     elif method == "components":
-        report = prune_components(c, ratio)
+        report = prune_components(c, cfg.remove)
     elif method == "neurons":
-        _validate_ratio(ratio)
-        report = prune_neurons(c, ratio, scene, refit_steps, refit_lr, colour_branch, quiet)
+        _validate_share(cfg.remove)
+        report = prune_neurons(c, cfg.remove, scene, cfg.refit_steps, cfg.refit_lr,
+                               cfg.colour_branch, ctx.quiet)
     else:
         require_tensorf(c.model, f"prune(method={method})")
         if method == "importance":
             if scene is None:
                 raise NerfzipError("prune(method=importance) needs the scene's training views")
-            scores = grid_importance(c.model, scene, n_rays)
+            scores = grid_importance(c.model, scene, cfg.n_rays)
         else:
             scores = occupancy_importance(c.model)
-        report = prune_grid_entries(c, scores, keep_mass if method == "importance" else 1.0)
+        report = prune_grid_entries(c, scores, cfg.keep_mass if method == "importance" else 1.0)
     c.project()
-    args = {"ratio": ratio, "method": method, "scope": scope, "threshold": threshold,
-            "keep_mass": keep_mass}
+    args = {"remove": cfg.remove, "method": method, "scope": cfg.scope,
+            "threshold": cfg.threshold, "keep_mass": cfg.keep_mass}
     if method == "neurons":
-        args |= {"refit_steps": refit_steps, "refit_lr": refit_lr,
-                 "colour_branch": colour_branch}
+        args |= {"refit_steps": cfg.refit_steps, "refit_lr": cfg.refit_lr,
+                 "colour_branch": cfg.colour_branch}
     c.record("prune", args, report)
     return c, report
 
 
-def _validate_ratio(ratio: float) -> None:
-    if not 0.0 <= ratio < 1.0:
-        raise NerfzipError(f"prune: ratio must be in [0, 1), got {ratio}")
+def _validate_share(remove: float) -> None:
+    if not 0.0 <= remove < 1.0:
+        raise NerfzipError(f"prune: remove must be in [0, 1), got {remove}")
 
 
-def prune_magnitude(c: Compressed, ratio: float, scope: str, threshold: float | None
+def prune_magnitude(c: Compressed, remove: float, scope: str, threshold: float | None
                     ) -> dict[str, Any]:
-    _validate_ratio(ratio)
-    if scope not in ("global", "layer"):
-        raise NerfzipError(f"prune: scope must be global or layer, got {scope!r}")
+    _validate_share(remove)
     tensors = {k: constrained(v.detach(), c.constraints.get(k, []))
                for k, v in weight_tensors(c).items()}
     if not tensors:
         raise NerfzipError("prune: the field has no weight tensors large enough to prune")
     if threshold is None and scope == "global":
         mags = torch.cat([v.abs().reshape(-1) for v in tensors.values()])
-        k = int(ratio * mags.numel())
+        k = int(remove * mags.numel())
         threshold = float(mags.kthvalue(k).values) if k > 0 else -1.0
     pruned = total = 0
     for name, v in tensors.items():
         t = threshold
-        if t is None:  # per layer, by ratio
-            k = int(ratio * v.numel())
+        if t is None:  # per layer, by share
+            k = int(remove * v.numel())
             t = float(v.abs().reshape(-1).kthvalue(k).values) if k > 0 else -1.0
         keep = v.abs() > t
         c.add(name, Mask(keep))
@@ -142,10 +164,10 @@ def component_scores(grids: FactorGrids) -> list[Tensor]:
     return [score]
 
 
-def keep_components(grids: FactorGrids, ratio: float) -> list[Tensor]:
+def keep_components(grids: FactorGrids, remove: float) -> list[Tensor]:
     scores = component_scores(grids)
     n = scores[0].numel()
-    k = max(1, n - int(round(ratio * n)))
+    k = max(1, n - int(round(remove * n)))
     return [torch.sort(torch.topk(s, k).indices).values for s in scores]
 
 
@@ -160,15 +182,15 @@ def select_components(grids: FactorGrids, keep: list[Tensor]) -> None:
             grids.lines[a] = nn.Parameter(grids.lines[a].data[:, keep[0]].clone())
 
 
-def prune_components(c: Compressed, ratio: float) -> dict[str, Any]:
-    _validate_ratio(ratio)
+def prune_components(c: Compressed, remove: float) -> dict[str, Any]:
+    _validate_share(remove)
     field = require_tensorf(c.model, "prune(method=components)")
     if c.constraints:
         raise NerfzipError("prune(method=components) must come before passes that constrain "
                            "tensors (it changes their shapes)")
     before = field.num_parameters()
-    dens_keep = keep_components(field.density_grids, ratio)
-    app_keep = keep_components(field.app_grids, ratio)
+    dens_keep = keep_components(field.density_grids, remove)
+    app_keep = keep_components(field.app_grids, remove)
     # The basis reads the appearance components mode after mode: keep the matching columns.
     per_mode = field.app_grids.lines[0].shape[1]
     cols = torch.cat([k + i * per_mode for i, k in enumerate(app_keep)])

@@ -1,5 +1,5 @@
-"""Quantization: post-training uniform k-bit quantization (per tensor or per output channel,
-ranges calibrated on the tensor) and half precision.
+"""The ``quant`` pass: post-training uniform k-bit quantization (per tensor or per output
+channel, ranges calibrated on the tensor).
 
 Ranges are calibrated on the weights themselves (``calibration``): ``minmax`` spans every value;
 ``mse`` clips each channel's range to the fraction of its min / max that minimises the squared
@@ -18,6 +18,7 @@ Every grid has zero exactly on it, so entries that pruning zeroed stay exactly z
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,9 +27,11 @@ from torch import Tensor
 from nerfzip.codec.nrz import channel_axis
 from nerfzip.codec.tensors import channel_view, dequantize, quant_grid
 from nerfzip.codec.tensors import quantize as to_symbols
-from nerfzip.compression.compressed import Compressed, Half, QuantGrid, constrained
-from nerfzip.errors import NerfzipError
+from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.constraints import QuantGrid, constrained
+from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.rendering.model import RadianceModel
+from nerfzip.utils.schema import limits
 
 CALIBRATIONS = ("minmax", "mse")
 CLIP_FRACTIONS = torch.linspace(1.0, 0.1, 46)
@@ -65,17 +68,28 @@ def mse_grid(x: Tensor, bits: int, axis: int | None, lo: Tensor, scale: Tensor
     return best_lo, best_scale
 
 
-def quantize(model: RadianceModel | Compressed, bits: int = 8, per_channel: bool = True,
-             min_elements: int = 4096, include: str = "", calibration: str = "minmax"
-             ) -> tuple[Compressed, dict]:
-    """Uniform ``bits``-bit quantization of a copy of ``model``'s float tensors, ranges by
-    ``calibration`` (``minmax`` or ``mse``). ``include`` restricts it to names containing that
-    text (e.g. ``app_grids``)."""
-    if not 1 <= bits <= 16:
-        raise NerfzipError(f"quant: bits must be 1..16, got {bits}")
-    if calibration not in CALIBRATIONS:
-        raise NerfzipError(f"quant: calibration must be one of {', '.join(CALIBRATIONS)}, "
-                           f"got {calibration!r}")
+@dataclass
+class Config:
+    """Post-training uniform quantization."""
+
+    bits: int = field(default=8, metadata=limits(1, 16))
+    """Bits per value (1 to 16)."""
+    per_channel: bool = True
+    """One range per output channel (False: one per tensor)."""
+    min_elements: int = field(default=4096, metadata=limits(0))
+    """Tensors with fewer values (biases, small bases) stay float32."""
+    include: str = ""
+    """Only tensors whose name contains this text (e.g. app_grids)."""
+    calibration: str = field(default="minmax", metadata=limits(choices=CALIBRATIONS))
+    """Ranges: minmax (every value) or mse (clipped per channel for least squared error)."""
+
+
+@register_pass("quant", Config, api="quantize")
+def quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
+             ) -> tuple[Compressed, dict[str, Any]]:
+    """Uniform k-bit quantization of the float tensors (stored as entropy-coded symbols)."""
+    bits, per_channel, min_elements, include = cfg.bits, cfg.per_channel, cfg.min_elements, \
+        cfg.include
     c = Compressed.of(model)
     done, err = 0, 0.0
     for name, x in c.tensors().items():
@@ -83,7 +97,7 @@ def quantize(model: RadianceModel | Compressed, bits: int = 8, per_channel: bool
             continue
         current = constrained(x.detach(), c.constraints.get(name, []))
         grid = calibrated_grid(current, bits, channel_axis(x) if per_channel else None,
-                               calibration)
+                               cfg.calibration)
         c.add(name, grid)
         new = constrained(current, c.constraints[name])
         err = max(err, float((new - current).abs().max()))
@@ -93,22 +107,7 @@ def quantize(model: RadianceModel | Compressed, bits: int = 8, per_channel: bool
               "max_abs_error": err}
     args = {"bits": bits, "per_channel": per_channel, "min_elements": min_elements,
             "include": include}
-    if calibration != "minmax":  # recorded only when used: older records stay as they were
-        args["calibration"] = calibration
+    if cfg.calibration != "minmax":  # recorded only when used: older records stay as they were
+        args["calibration"] = cfg.calibration
     c.record("quant", args, report)
-    return c, report
-
-
-def half(model: RadianceModel | Compressed, min_elements: int = 4096
-         ) -> tuple[Compressed, dict[str, Any]]:
-    """Float16 storage of a copy of ``model``'s float tensors (values rounded at once)."""
-    c = Compressed.of(model)
-    done = 0
-    for name, x in c.tensors().items():
-        if x.is_floating_point() and x.numel() >= min_elements:
-            c.add(name, Half())
-            done += x.numel()
-    c.project()
-    report = {"half_values": done}
-    c.record("half", {"min_elements": min_elements}, report)
     return c, report

@@ -1,4 +1,4 @@
-"""Vector quantization of grid features (the VQRF / VQ-TensoRF idea).
+"""The ``vq`` pass: vector quantization of grid features (the VQRF / VQ-TensoRF idea).
 
 Each plane texel (VM) or line entry (CP) holds one feature vector across the components. The
 vectors are clustered by importance-weighted k-means (importance: accumulated rendering weight,
@@ -13,16 +13,23 @@ per-sample weights, runs on the field's device, and is the only clustering nerfz
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from nerfzip.compression.analysis.importance import grid_importance, occupancy_importance, require_tensorf
-from nerfzip.compression.compressed import Codebook, Compressed, constrained
-from nerfzip.data.scene import Scene
+from nerfzip.compression.analysis.importance import (
+    grid_importance,
+    occupancy_importance,
+    require_tensorf,
+)
+from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.constraints import Codebook, constrained
+from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
+from nerfzip.utils.schema import limits
 
 
 def nearest(x: Tensor, centres: Tensor, chunk: int = 16384) -> Tensor:
@@ -71,21 +78,40 @@ def kmeans(x: Tensor, weights: Tensor, k: int, iters: int = 10,
     return centres, assign
 
 
-def vector_quantize(model: RadianceModel | Compressed, codebook_size: int = 4096,
-                    keep: float = 0.005, n_rays: int = 1 << 20, iters: int = 10,
-                    include: str = "", seed: int = 0, *, scene: Scene | None = None
+@dataclass
+class Config:
+    """Vector quantization."""
+
+    codebook_size: int = field(default=4096, metadata=limits(2))
+    """Codebook entries per tensor."""
+    keep: float = field(default=0.005, metadata=limits(0.0, 1.0))
+    """Share of the most important vectors kept exact (below 1)."""
+    n_rays: int = field(default=1 << 20, metadata=limits(1))
+    """Training rays the importance is accumulated over (with a scene)."""
+    iters: int = field(default=10, metadata=limits(0))
+    """k-means (Lloyd) iterations."""
+    include: str = ""
+    """Only tensors whose name contains this text."""
+    seed: int = 0
+    """Seed of the k-means++ seeding."""
+
+
+@register_pass("vq", Config, api="vector_quantize")
+def vector_quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
                     ) -> tuple[Compressed, dict[str, Any]]:
-    """Vector-quantize the feature planes (VM) or lines (CP) of a copy of a grid field."""
+    """Importance-weighted k-means codebooks for the feature planes (VM) or lines (CP)."""
+    codebook_size, keep, n_rays, iters, include, scene = (
+        cfg.codebook_size, cfg.keep, cfg.n_rays, cfg.iters, cfg.include, ctx.scene)
     c = Compressed.of(model)
-    field = require_tensorf(c.model, "vq")
+    tensorf = require_tensorf(c.model, "vq")
     if codebook_size < 2 or not 0.0 <= keep < 1.0:
         raise NerfzipError(f"vq: codebook size must be >= 2 and keep in [0, 1) (got "
                            f"{codebook_size}, {keep})")
     scores = grid_importance(c.model, scene, n_rays) if scene is not None else \
         occupancy_importance(c.model)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     tensors = c.tensors()
-    vm = field.config.decomposition == "vm"
+    vm = tensorf.config.decomposition == "vm"
     report: dict[str, Any] = {"codebook_size": codebook_size, "keep": keep, "tensors": {},
                               "importance": "rays" if scene is not None else "occupancy"}
     for name, score in scores.items():
