@@ -129,6 +129,11 @@ class FrameReader:
         self._legacy = False
         self.dead = False
 
+    @property
+    def received(self) -> int:
+        """Bytes fed so far."""
+        return self._pos + len(self._buf)
+
     def fail(self, msg: str) -> NerfzipError:
         self.dead = True
         return NerfzipError(f"{self.where}: {msg}")

@@ -13,24 +13,24 @@ model as what this module produces, so the two can never disagree on a key. Head
 Tensors: ``field.<name>`` (``Field.named_tensors``), ``occupancy.occupied`` (bool [r, r, r]) and,
 in model files only, ``occupancy.density`` (float32 [r, r, r]: the running estimate an exact
 ``--resume`` needs). Reading validates every header value against its dataclass (types and
-ranges, ``utils.schema``), builds the field on the ``meta`` device first to learn the tensor
-shapes its config implies without allocating anything, and then checks each tensor's name,
-shape, dtype and finiteness before the real field is built: a hostile header can neither
-allocate nor reach a constructor with a value it would choke on.
+ranges, ``utils.schema``) before anything is built; the field is then built under an
+allocation limit proportional to the tensors the file delivered, and each tensor's name,
+shape, dtype and finiteness are checked against it before it is loaded: a hostile header can
+neither allocate without bound nor reach a constructor with a value it would choke on.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.base import Field, aabb_from, build_field
+from nerfzip.fields.base import Field, FieldSpec, aabb_from, build_field, check_field_config
 from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig
@@ -68,19 +68,26 @@ class PipelineStep:
 
 @dataclass
 class ModelHeader:
-    """A validated header, with the tensors its field config implies."""
+    """A validated header (nothing built yet)."""
 
     field: dict[str, Any]
+    spec: FieldSpec
     render: RenderConfig
     space: SceneSpace
     occupancy: OccupancyHeader | None
     pipeline: list[dict[str, Any]]
     meta: dict[str, Any]
-    family: str
-    expected: dict[str, tuple[tuple[int, ...], torch.dtype]]
-    """Every tensor the model needs: name -> (shape, dtype)."""
-    optional: frozenset[str]
-    """Tensors the model can be built without (``Field.optional_tensors``, the density)."""
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    def occupancy_tensors(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """The occupancy grid's tensors (shape, dtype), known from the header alone."""
+        if self.occupancy is None:
+            return {}
+        cells = (self.occupancy.resolution,) * 3
+        return {OCCUPIED: (cells, torch.bool), DENSITY: (cells, torch.float32)}
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -114,6 +121,7 @@ def parse_header(header: Any, where: str) -> ModelHeader:
     for key in ("field", "render", "space"):
         if key not in header:
             raise NerfzipError(f"{where}: the header has no {key!r} entry")
+    spec = check_field_config(header["field"], f"{where}: field")
     render = from_dict(RenderConfig, header["render"], f"{where}: render")
     space = from_dict(SceneSpace, header["space"], f"{where}: space")
     occupancy = None
@@ -122,14 +130,7 @@ def parse_header(header: Any, where: str) -> ModelHeader:
         occupancy.aabb = aabb_from(occupancy.aabb, f"{where}: occupancy: aabb").tolist()
     pipeline = pipeline_record(header.get("pipeline", []), where)
     meta = coerce(header.get("meta", {}), dict[str, Any], "meta", where)
-    family, expected, optional = expected_tensors(header["field"], f"{where}: field")
-    if occupancy is not None:
-        cells = (occupancy.resolution,) * 3
-        expected[OCCUPIED] = (cells, torch.bool)
-        expected[DENSITY] = (cells, torch.float32)
-        optional = optional | {DENSITY}
-    return ModelHeader(header["field"], render, space, occupancy, pipeline, meta, family,
-                       expected, frozenset(optional))
+    return ModelHeader(header["field"], spec, render, space, occupancy, pipeline, meta)
 
 
 def pipeline_record(value: Any, where: str) -> list[dict[str, Any]]:
@@ -140,56 +141,18 @@ def pipeline_record(value: Any, where: str) -> list[dict[str, Any]]:
     return [dict(s) for s in steps]
 
 
-def expected_tensors(config: Any, where: str
-                     ) -> tuple[str, dict[str, tuple[tuple[int, ...], torch.dtype]], set[str]]:
-    """The family, the tensors (shape, dtype) and the optional ones that a field config
-    implies, learnt by building the field on the ``meta`` device (nothing is allocated)."""
-    try:
-        key = json.dumps(config, sort_keys=True)
-    except (TypeError, ValueError, RecursionError):
-        raise NerfzipError(f"{where}: the field entry is not plain JSON") from None
-    try:
-        family, expected, optional = meta_shapes(key)
-    except NerfzipError as e:
-        raise NerfzipError(str(e).replace(PLACEHOLDER, where)) from None
-    return family, dict(expected), set(optional)
-
-
-PLACEHOLDER = "\0field"
-
-
-@functools.lru_cache(maxsize=64)
-def meta_shapes(config_json: str) -> tuple[str, tuple[tuple[str, tuple[tuple[int, ...],
-                                                                      torch.dtype]], ...],
-                                           frozenset[str]]:
-    """``expected_tensors`` of a config given as canonical JSON. Memoised: a meta-device build
-    costs milliseconds (a TensoRF's random init is slow there) and the same config is read
-    again and again (every checkpoint of a run, every file of a sweep). Errors name
-    ``PLACEHOLDER``, which the caller replaces with the file."""
-    config = json.loads(config_json)
-    try:
-        with torch.device("meta"):
-            fld = build_field(config, None, PLACEHOLDER)
-        tensors = fld.named_tensors()
-        optional = frozenset(f"field.{k}" for k in fld.optional_tensors())
-    except NerfzipError:
-        raise
-    except BUILD_ERRORS as e:
-        raise NerfzipError(f"{PLACEHOLDER}: the config does not describe a buildable field "
-                           f"({type(e).__name__}: {first_line(e)})") from None
-    return fld.family, tuple((f"field.{k}", (tuple(v.shape), v.dtype)) for k, v in
-                             tensors.items()), optional
-
-
 def check_declared(name: str, shape: tuple[int, ...], dtype: torch.dtype, h: ModelHeader,
                    where: str) -> None:
-    """A one-line error unless ``name`` is a tensor of the model ``h`` describes, with this
-    shape and dtype (checked before anything is decoded). Old files stored the occupancy as
-    uint8."""
-    if name not in h.expected:
+    """A one-line error unless ``name`` can be a tensor of the model ``h`` describes: a field
+    tensor (its shape is checked when the field is built), or an occupancy tensor of the
+    header's resolution. Old files stored the occupancy as uint8."""
+    if name.startswith("field.") and len(name) > 6:
+        return
+    occ = h.occupancy_tensors()
+    if name not in occ:
         raise NerfzipError(f"{where}: tensor {name!r} is not part of a {h.family} model "
                            "with this header")
-    want_shape, want_dtype = h.expected[name]
+    want_shape, want_dtype = occ[name]
     if tuple(shape) != want_shape:
         raise NerfzipError(f"{where}: tensor {name!r} has shape {list(shape)}, the header "
                            f"implies {list(want_shape)}")
@@ -199,8 +162,8 @@ def check_declared(name: str, shape: tuple[int, ...], dtype: torch.dtype, h: Mod
 
 
 def check_tensor(name: str, x: Tensor, h: ModelHeader, where: str) -> Tensor:
-    """``x`` if it is tensor ``name`` of the model ``h`` describes (shape, dtype, finite
-    values; a uint8 occupancy becomes bool), else a one-line error naming it."""
+    """``x`` if it can be tensor ``name`` of the model ``h`` describes and holds only finite
+    values (a uint8 occupancy becomes bool), else a one-line error naming it."""
     check_declared(name, tuple(x.shape), x.dtype, h, where)
     if name == OCCUPIED and x.dtype == torch.uint8:
         x = x != 0
@@ -209,40 +172,62 @@ def check_tensor(name: str, x: Tensor, h: ModelHeader, where: str) -> Tensor:
     return x
 
 
-def missing_tensors(h: ModelHeader, names: set[str] | list[str]) -> list[str]:
-    """Required tensors that ``names`` lacks, in the model's order."""
-    return [k for k in h.expected if k not in names and k not in h.optional]
-
-
 def build_model(h: ModelHeader, tensors: dict[str, Tensor], where: str,
-                partial: bool = False) -> RadianceModel:
-    """The model from a validated header and checked tensors. ``partial``: tensors the family
-    marks optional may be missing (a stream cut short): they are taken as zeros."""
-    missing = missing_tensors(h, tensors.keys()) if partial else [
-        k for k in h.expected if k not in tensors and k != DENSITY]
-    if missing:
-        raise NerfzipError(f"{where}: tensor {missing[0]!r} is missing"
-                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    field_tensors = {}
-    for name, (shape, dtype) in h.expected.items():
-        if name.startswith("field."):
-            x = tensors.get(name)
-            field_tensors[name[6:]] = torch.zeros(shape, dtype=dtype) if x is None else x
+                partial: bool = False, limit: int | None = None) -> RadianceModel:
+    """The model from a validated header and checked tensors.
+
+    The field is built under an allocation limit (``AllocationLimit``): by default twice the
+    elements the file delivered plus ``ALLOCATION_SLACK``, so a header cannot make a small file
+    allocate a huge field. Then every field tensor must match the built field's name, shape
+    and dtype. ``partial``: tensors the family marks optional (``Field.optional_tensors``) may
+    be missing (a stream cut short) and are taken as zeros; give ``limit`` then."""
+    occ = h.occupancy_tensors()
+    if OCCUPIED in occ and OCCUPIED not in tensors:
+        raise NerfzipError(f"{where}: tensor {OCCUPIED!r} is missing")
+    given = {k[6:]: v for k, v in tensors.items() if k.startswith("field.")}
+    if limit is None:
+        limit = 2 * sum(v.numel() for v in given.values()) + ALLOCATION_SLACK
+    fld = build_limited(h, where, limit)
+    expected = fld.named_tensors()
+    unknown = sorted(set(given) - set(expected))
+    if unknown:
+        raise NerfzipError(f"{where}: tensor 'field.{unknown[0]}' is not part of this "
+                           f"{h.family} field")
+    optional = fld.optional_tensors() if partial else frozenset()
+    loaded = {}
+    for name, ref in expected.items():
+        x = given.get(name)
+        if x is None:
+            if name not in optional:
+                raise NerfzipError(f"{where}: tensor 'field.{name}' is missing")
+            x = torch.zeros_like(ref)
+        if x.shape != ref.shape or x.dtype != ref.dtype:
+            raise NerfzipError(f"{where}: tensor 'field.{name}' is {str(x.dtype)[6:]} "
+                               f"{list(x.shape)}, the header's field has "
+                               f"{str(ref.dtype)[6:]} {list(ref.shape)}")
+        loaded[name] = x
+    if not torch.equal(loaded["aabb"], fld.aabb):
+        raise NerfzipError(f"{where}: tensor 'field.aabb' disagrees with the header's field "
+                           f"aabb {fld.aabb.tolist()}")
     try:
-        fld = build_field(h.field, None, f"{where}: field")
-        if not torch.equal(field_tensors["aabb"], fld.aabb):
-            raise NerfzipError(f"{where}: tensor 'field.aabb' disagrees with the header's "
-                               f"field aabb {fld.aabb.tolist()}")
-        fld.load_tensors(field_tensors)
+        fld.load_tensors(loaded)
     except NerfzipError as e:
-        msg = str(e)
-        raise NerfzipError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-    except BUILD_ERRORS as e:
-        raise NerfzipError(f"{where}: the field cannot be built from these tensors "
-                           f"({type(e).__name__}: {first_line(e)})") from None
+        raise NerfzipError(f"{where}: {e}") from None
     meta = dict(h.meta)
     meta["pipeline"] = [dict(s) for s in h.pipeline]
     return RadianceModel(fld, h.render, h.space, occupancy_grid(h, tensors), meta)
+
+
+def build_limited(h: ModelHeader, where: str, limit: int) -> Field:
+    """The header's field, freshly built, allocating at most ``limit`` elements."""
+    try:
+        with AllocationLimit(limit, f"{where}: field"):
+            return build_field(h.field, None, f"{where}: field")
+    except NerfzipError:
+        raise
+    except BUILD_ERRORS as e:
+        raise NerfzipError(f"{where}: field: the config does not describe a buildable field "
+                           f"({type(e).__name__}: {first_line(e)})") from None
 
 
 def occupancy_grid(h: ModelHeader, tensors: dict[str, Tensor]) -> OccupancyGrid | None:
@@ -261,6 +246,65 @@ def model_from(header: Any, tensors: dict[str, Tensor], where: str) -> RadianceM
     h = parse_header(header, where)
     checked = {name: check_tensor(name, x, h, where) for name, x in tensors.items()}
     return build_model(h, checked, where)
+
+
+# --- bounded construction --------------------------------------------------------------------
+ALLOCATION_SLACK = 1 << 20
+"""Elements a field may allocate beyond twice its stored tensors (buffers it computes)."""
+SIZED = {torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full,
+         torch.randint, torch.empty_strided, Tensor.new_empty, Tensor.new_zeros,
+         Tensor.new_ones, Tensor.new_full}
+WATCHED = SIZED | {torch.arange, torch.linspace, torch.logspace, torch.eye}
+
+
+class AllocationLimit(TorchFunctionMode):
+    """Counts the elements that factory functions are asked for and refuses, before they
+    allocate, once the total passes ``limit``: a field built from an untrusted config cannot
+    exhaust memory. (Building on the ``meta`` device would learn the shapes without this, but
+    its first use costs seconds of torch start-up on every load.)"""
+
+    def __init__(self, limit: int, where: str):
+        super().__init__()
+        self.left, self.where = limit, where
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func in WATCHED:  # every tensor method passes here: keep the common path short
+            n = requested_elements(func, args, kwargs)
+            if n > self.left:
+                raise NerfzipError(f"{self.where}: the config asks for more values than the "
+                                   "file holds (refused before allocating)")
+            self.left -= n
+        return func(*args, **kwargs)
+
+
+def requested_elements(func: Any, args: tuple, kwargs: dict) -> int:
+    """Elements a call of a factory function allocates (0 for anything else)."""
+    if func is torch.arange:
+        nums = [a for a in args if isinstance(a, (int, float))]
+        start, end, step = (0, nums[0], 1) if len(nums) == 1 else (nums + [1])[:3] \
+            if len(nums) >= 2 else (0, 0, 1)
+        return max(0, math.ceil((end - start) / step)) if step else 0
+    if func in (torch.linspace, torch.logspace):
+        steps = kwargs.get("steps", args[2] if len(args) > 2 else 0)
+        return steps if isinstance(steps, int) else 0
+    if func is torch.eye:
+        n = [a for a in args if isinstance(a, int)][:2]
+        return n[0] * (n[-1] if len(n) > 1 else n[0]) if n else 0
+    if func not in SIZED:
+        return 0
+    size = kwargs.get("size")
+    if size is None:
+        rest = args[1:] if func in (Tensor.new_empty, Tensor.new_zeros, Tensor.new_ones,
+                                    Tensor.new_full) else args
+        size = next((a for a in rest if isinstance(a, (tuple, list, torch.Size))), None)
+        if size is None:
+            size = [a for a in rest if isinstance(a, int) and not isinstance(a, bool)]
+            if func in (torch.full, torch.randint):
+                size = []  # their ints are values, not sizes
+    dims = [d for d in size if isinstance(d, int)] if isinstance(size, (tuple, list,
+                                                                       torch.Size)) else []
+    return math.prod(max(0, d) for d in dims) if dims else 0
 
 
 def first_line(e: BaseException) -> str:

@@ -268,15 +268,17 @@ class NrzStreamReader:
                                 f"family id {frame.family_id}")
             self.header = header
         if not self._table_checked and self.header is not None and frame.entries is not None:
-            names = {e.name for e in frame.entries}
-            unknown = next((e.name for e in frame.entries if e.name not in
-                            self.header.expected), None)
-            if unknown is not None:
-                raise self.fail(f"section {unknown!r} is not part of a {self.header.family} "
-                                "model with this header")
-            missing = model_io.missing_tensors(self.header, names)
-            if missing:
-                raise self.fail(f"no section {missing[0]!r} (the header's field needs it)")
+            # Names are checked now; field tensor shapes once the field is built.
+            occupancy = self.header.occupancy_tensors()
+            for e in frame.entries:
+                if not (e.name.startswith("field.") and len(e.name) > 6) and \
+                        e.name not in occupancy:
+                    raise self.fail(f"section {e.name!r} is not part of a "
+                                    f"{self.header.family} model with this header")
+            if self.header.occupancy is not None and model_io.OCCUPIED not in {
+                    e.name for e in frame.entries}:
+                raise self.fail(f"no section {model_io.OCCUPIED!r} (the header has an "
+                                "occupancy grid)")
             self._table_checked = True
 
     def _section(self, raw: RawSection) -> Section:
@@ -308,20 +310,25 @@ class NrzStreamReader:
         return Section(info, node, tensor, raw.payload)
 
     def can_build(self) -> bool:
-        """Whether the sections received so far are enough for ``model(partial=True)``."""
-        return self.header is not None and self._table_checked and not \
-            model_io.missing_tensors(self.header, set(self.tensors))
+        """Whether a partial model may be asked for: header and table checked and, when the
+        header has an occupancy grid, the grid arrived (which field tensors the family can do
+        without is known only once it is built: ``model(partial=True)`` says)."""
+        return self.header is not None and self._table_checked and (
+            self.header.occupancy is None or model_io.OCCUPIED in self.tensors)
 
     def model(self, partial: bool = False) -> RadianceModel:
         """The model of the decoded sections: the whole file, or (``partial``) the sections
-        received so far, the family's optional tensors that have not arrived taken as zeros."""
+        received so far, the family's optional tensors that have not arrived taken as zeros
+        (the field may then allocate what the bytes received so far vouch for)."""
         if self.header is None or not self.decode:
             raise NerfzipError(f"{self.where}: no decoded model (header not received yet, or "
                                "a reader that only parses)")
         if not partial and not self.complete:
             raise NerfzipError(f"{self.where}: the file has not arrived completely "
                                "(close() the reader, or ask for a partial model)")
-        return model_io.build_model(self.header, self.tensors, self.where, partial=partial)
+        limit = BUDGET_BASE + BUDGET_PER_BYTE * self.frame.received if partial else None
+        return model_io.build_model(self.header, self.tensors, self.where, partial=partial,
+                                    limit=limit)
 
 
 def load_stream(fileobj: BinaryIO, where: str | Path | None = None,

@@ -300,11 +300,21 @@ def aabb_from(value: Any, where: str) -> Tensor:
     return torch.tensor(box, dtype=torch.float32)
 
 
-def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None,
-                where: str = "field") -> Field:
-    """Rebuild a field from ``config_dict()`` output and, optionally, its tensors. Every value
-    is checked first (family, the family's config dataclass, aabb, low-rank layers): a bad one
-    is a one-line ``NerfzipError`` naming ``where`` and the key."""
+@dataclasses.dataclass
+class FieldSpec:
+    """A field's ``config_dict()`` with every value checked, before anything is built."""
+
+    cls: type[Field]
+    family: str
+    config: Any
+    aabb: Tensor
+    low_rank: dict[str, int]
+
+
+def check_field_config(config: Any, where: str = "field") -> FieldSpec:
+    """Check ``config_dict()`` output from a file (family, the family's config dataclass, aabb,
+    low-rank layers) without building anything; a bad value is a one-line ``NerfzipError``
+    naming ``where`` and the key."""
     if not isinstance(config, dict):
         raise NerfzipError(f"{where}: expected an object with family, config and aabb")
     family = config.get("family")
@@ -321,16 +331,25 @@ def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None
         if not 1 <= rank <= MAX_RANK or len(name) > 256:
             raise NerfzipError(f"{where}: low_rank.{name[:40]} must be a rank in "
                                f"[1, {MAX_RANK}], got {rank}")
-    field = cls(cfg, aabb_from(config.get("aabb"), f"{where}: aabb"))
-    if field.family != family:
-        raise NerfzipError(f"{where}: family {family!r} disagrees with its config "
+    return FieldSpec(cls, family, cfg, aabb_from(config.get("aabb"), f"{where}: aabb"),
+                     low_rank)
+
+
+def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None,
+                where: str = "field") -> Field:
+    """Rebuild a field from ``config_dict()`` output and, optionally, its tensors, every value
+    checked first (``check_field_config``)."""
+    spec = check_field_config(config, where)
+    field = spec.cls(spec.config, spec.aabb)  # type: ignore[call-arg]
+    if field.family != spec.family:
+        raise NerfzipError(f"{where}: family {spec.family!r} disagrees with its config "
                            f"(which describes {field.family!r})")
-    for name, rank in low_rank.items():
+    for name, rank in spec.low_rank.items():
         try:
             field.factorize_(name, rank)
         except AttributeError:
             raise NerfzipError(f"{where}: low-rank layer {name!r} does not exist in "
-                               f"{family}") from None
+                               f"{spec.family}") from None
         except NerfzipError as e:
             raise NerfzipError(f"{where}: low_rank: {e}") from None
     if tensors is not None:
