@@ -87,8 +87,10 @@ def test_data_summary_of_procedural():
 @pytest.mark.slow
 def test_train_then_eval_round_trip(tmp_path):
     out = tmp_path / "run"
-    proc = run("train", "--data", "procedural", "--out", str(out), "--iters", "30",
-               "--batch-size", "256", "--quiet")
+    # 60 steps of 1024 rays: enough to beat the best constant image clearly (about 14 dB
+    # against 11 on the procedural scene), few enough for CI.
+    proc = run("train", "--data", "procedural", "--out", str(out), "--iters", "60",
+               "--batch-size", "1024", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.safetensors").is_file()
     again = run("train", "--data", "procedural", "--out", str(out), "--iters", "30")
@@ -97,7 +99,15 @@ def test_train_then_eval_round_trip(tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "eval" / "results.json").read_text())
     assert res["views_evaluated"] == len(res["views"]) > 0
-    assert all(v["psnr"] > 8 for v in res["views"])
+    # Each view beats its own mean colour as a flat image (the best constant, in MSE) by 1 dB.
+    from nerfzip.data.load import load_scene
+    from nerfzip.evaluation.metrics import psnr, to_uint8
+
+    test_views = load_scene("procedural").split("test")
+    for v in res["views"]:
+        gt = test_views.images[v["index"]]
+        flat = to_uint8((gt.double().mean((0, 1)) / 255).expand(gt.shape))
+        assert v["psnr"] > psnr(flat, gt) + 1.0, (v["name"], v["psnr"], psnr(flat, gt))
     # The run as one .nrz file: lossless decodes to identical renders, so identical metrics.
     nrz_file = tmp_path / "run.nrz"
     proc = run("encode", str(out), "-o", str(nrz_file))
