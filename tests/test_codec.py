@@ -14,6 +14,7 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
+import nrz_surgery as surgery  # tests/ helper (on the path under pytest)
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,6 @@ from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig
 from nerfzip.training.checkpoint import save_model
-
-import nrz_surgery as surgery  # noqa: E402  (tests/ helper, on the path under pytest)
 
 LOSSLESS = TensorSpec()
 GOLDEN = Path(__file__).parent / "golden"

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nrz_surgery as surgery
 import pytest
 import torch
 
-import nrz_surgery as surgery
 from nerfzip.codec import nrz
 from nerfzip.data.cameras import image_rays
 from nerfzip.data.procedural import load_procedural

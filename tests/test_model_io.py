@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nrz_surgery as surgery
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import nrz_surgery as surgery
 from nerfzip.codec import model_io, nrz
 from nerfzip.data.cameras import RayBundle
 from nerfzip.errors import NerfzipError
