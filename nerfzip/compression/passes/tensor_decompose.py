@@ -131,21 +131,19 @@ def tensor_decompose(model: RadianceModel | Compressed, cfg: Config, ctx: PassCo
         raise no_target_error(c, include, matched)
     for name in targets:
         kinds = [type(k).__name__ for k in c.constraints.get(name, [])
-                 if not isinstance(k, Factorized)]
+                 if k.slot != Factorized.slot]
         if kinds:
             raise NerfzipError(f"tensor_decompose: {name} is already constrained "
                                f"({', '.join(kinds)}): decompose before prune / quant / vq")
     before = {n: x.detach().clone() for n, x in targets.items()}
     tensors: dict[str, Any] = {}
-    for name, x in targets.items():
-        f = plan(name, x, method, keep, rank, full)
-        if f is not None:
-            c.add(name, f)
-    c.project()
-    for name, x in before.items():
-        f = next((k for k in c.constraints.get(name, []) if isinstance(k, Factorized)), None)
-        if f is None:
-            continue
+    planned = {name: plan(name, x, method, keep, rank, full) for name, x in targets.items()}
+    planned = {name: f for name, f in planned.items() if f is not None}
+    for name, f in planned.items():
+        c.add(name, f)
+    c.project()  # fits each plan's parts
+    for name, f in planned.items():
+        x = before[name]
         y = c.tensors()[name].detach()
         tensors[name] = {"shape": list(x.shape), "ranks": list(f.ranks),
                          "values": x.numel(), "factor_values": sum(p.numel() for p in f.parts),
