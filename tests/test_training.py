@@ -135,7 +135,8 @@ class Counting(Field):
         self.grid = nn.Parameter(0.1 * torch.randn(1, 4, *(config.res,) * 3, generator=gen))
         self.scale = nn.Parameter(torch.ones(1))
         self.calls: Counter = Counter()
-        self.steps: dict[str, list[int]] = {"regularization": [], "schedule": []}
+        self.steps: dict[str, list[int]] = {"regularization": [], "schedule": [],
+                                            "render_settings": []}
 
     def sample(self, x):
         g = self.normalize(x).clamp(-1, 1).view(1, -1, 1, 1, 3)
@@ -158,8 +159,9 @@ class Counting(Field):
     def initial_config(cls, family, cfg, aabb):
         return CountingConfig(res=5)
 
-    def render_settings(self, cfg):
+    def render_settings(self, cfg, step=None):
         self.calls["render_settings"] += 1
+        self.steps["render_settings"].append(step)
         return {"sampler": "occupancy", "step_size": 0.05, "max_samples": 64}
 
     def wants_occupancy(self):
@@ -203,10 +205,11 @@ def test_trainer_asks_the_field_family_for_everything(scene, tmp_path, counting_
     eps = {g["name"]: g["eps"] for g in trainer.optimizer.param_groups}
     assert eps == {"grid": 1e-12, "net": 1e-8}  # optimizer_options
     trainer.run(quiet=True)
-    assert field.steps == {"regularization": list(range(6)), "schedule": list(range(6))}
     # The schedule replaced the grid at step 3: the trainer rebuilt the optimizer around the
     # new parameter and asked for render settings again.
-    assert field.grid.shape[-1] == 6 and field.calls["render_settings"] == 2
+    assert field.steps == {"regularization": list(range(6)), "schedule": list(range(6)),
+                           "render_settings": [0, 3]}
+    assert field.grid.shape[-1] == 6
     grid_group = next(g for g in trainer.optimizer.param_groups if g["name"] == "grid")
     assert grid_group["params"][0] is field.grid
     assert int(trainer.optimizer.state[field.grid]["step"]) == 3  # steps 3-5, after the rebuild

@@ -142,10 +142,11 @@ class Field(nn.Module):
             config = from_dict(type(config), values, f"{family} field options", strict=True)
         return cls(config, aabb, seed=cfg.seed)  # type: ignore[call-arg]
 
-    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
-        """Keyword arguments of the ``RenderConfig`` the field trains and is saved with
-        (a dict, so that fields need not import the renderer). Default: NeRF's hierarchical
-        sampling, which needs nothing from the field but density and colour."""
+    def render_settings(self, cfg: TrainConfig, step: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of the ``RenderConfig`` the field trains with from ``step`` on
+        (None: after training) and is saved with (a dict, so that fields need not import the
+        renderer). Default: NeRF's hierarchical sampling, which needs nothing from the field
+        but density and colour."""
         return {"sampler": "hierarchical", "n_coarse": cfg.n_coarse, "n_fine": cfg.n_fine}
 
     def wants_occupancy(self) -> bool:
@@ -226,13 +227,41 @@ class Field(nn.Module):
             target.data.copy_(value)
 
 
-def march_step(aabb: Tensor, cfg: TrainConfig) -> float:
+def schedule_step(fraction: float, iters: int) -> int:
+    """The step at ``fraction`` of ``iters`` training steps (-1 for a negative fraction:
+    never)."""
+    return int(round(fraction * iters)) if fraction >= 0 else -1
+
+
+def log_resolution_schedule(n_start: int, n_end: int, steps: int) -> list[int]:
+    """Voxel counts growing log-linearly from ``n_start`` to ``n_end`` in ``steps`` steps."""
+    return [int(round(math.exp(math.log(n_start) + (math.log(n_end) - math.log(n_start))
+                               * (i + 1) / steps))) for i in range(steps)]
+
+
+def upsample_steps(cfg: TrainConfig) -> dict[int, int]:
+    """The coarse-to-fine schedule: training step -> voxels from then on (TensoRF's grid
+    growth at ``upsample_at``, log-linear from ``n_voxels_init`` to ``n_voxels_final``)."""
+    voxels = log_resolution_schedule(cfg.n_voxels_init, cfg.n_voxels_final,
+                                     len(cfg.upsample_at))
+    return {schedule_step(f, cfg.iters): n for f, n in zip(cfg.upsample_at, voxels)}
+
+
+def voxels_at(cfg: TrainConfig, step: int | None) -> int:
+    """Voxels of the coarse-to-fine schedule at ``step`` (None: after training)."""
+    if step is None:
+        return cfg.n_voxels_final if cfg.upsample_at else cfg.n_voxels_init
+    due = [n for s, n in upsample_steps(cfg).items() if 0 <= s <= step]
+    return due[-1] if due else cfg.n_voxels_init
+
+
+def march_step(aabb: Tensor, cfg: TrainConfig, step: int | None = None) -> float:
     """Occupancy-marching step of fields without a voxel grid of their own: ``step_ratio`` of
-    the edge of a cubic voxel of a ``n_voxels_final``-voxel grid over ``aabb``, i.e. the
-    samples per ray a TensoRF takes at its final resolution (the same budget for a fair
-    comparison)."""
+    the edge of a cubic voxel of the coarse-to-fine grid at ``step`` (``voxels_at``), so they
+    take the samples per ray a TensoRF takes at that point of training (few while the field
+    is young, where most samples are wasted, the same budget in the end)."""
     volume = float((aabb[1] - aabb[0]).prod())
-    return (volume / cfg.n_voxels_final) ** (1.0 / 3.0) * cfg.step_ratio
+    return (volume / voxels_at(cfg, step)) ** (1.0 / 3.0) * cfg.step_ratio
 
 
 FIELD_REGISTRY: dict[str, Callable[..., Field]] = {}

@@ -28,12 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.base import FeatureGrid, Field, march_step, register_field
+from nerfzip.fields.base import FeatureGrid, Field, march_step, register_field, upsample_steps
 from nerfzip.fields.mlp_nerf import DENSITY_ACTIVATIONS
 from nerfzip.fields.sh import SH_DIM, spherical_harmonics
 from nerfzip.utils.schema import check, limits
 
 if TYPE_CHECKING:
+    from nerfzip.rendering.occupancy import OccupancyGrid
     from nerfzip.training.config import TrainConfig
 
 PRIMES = (1, 2654435761, 805459861)
@@ -110,19 +111,22 @@ def corner_weights(frac: Tensor) -> Tensor:
 
 
 def corner_indices(cell: Tensor, side: Tensor | None, table_size: int) -> Tensor:
-    """Table indices [K, N, 8] of the 8 corners of cells ``cell`` [K, N, 3] (int64) at K levels:
-    dense with ``side`` [K] vertices per axis, or hashed when ``side`` is None. The per-axis
-    terms are combined by broadcasting (both indices are separable: a sum or an xor of one
-    term per axis), so only the [K, N, 8] result is materialised, never [K, N, 8, 3]."""
+    """Table indices [K, N, 8] (int32) of the 8 corners of cells ``cell`` [K, N, 3] (int64) at K
+    levels: dense with ``side`` [K] vertices per axis, or hashed when ``side`` is None.
+
+    Both indices are separable, a sum or an xor of one term per axis, so the terms [K, N, 2]
+    are combined by broadcasting and only the [K, N, 8] result is materialised. Hashed terms
+    are reduced mod T before the xor (``(a xor b) & m = (a & m) xor (b & m)``), so that the
+    large arrays are int32, half the memory traffic of int64."""
     axes = [torch.stack((cell[..., a], cell[..., a] + 1), -1) for a in range(3)]  # [K, N, 2]
     if side is not None:
         s = side.view(-1, 1, 1)
-        tx, ty, tz = axes[0], axes[1] * s, axes[2] * (s * s)
+        tx, ty, tz = (t.int() for t in (axes[0], axes[1] * s, axes[2] * (s * s)))
         idx = tz[..., :, None, None] + ty[..., None, :, None] + tx[..., None, None, :]
         return idx.flatten(-3)
-    tx, ty, tz = (axes[a] * PRIMES[a] for a in range(3))
-    idx = tz[..., :, None, None] ^ ty[..., None, :, None] ^ tx[..., None, None, :]
-    return idx.flatten(-3) & (table_size - 1)
+    mask = table_size - 1
+    tx, ty, tz = (((axes[a] * PRIMES[a]) & mask).int() for a in range(3))
+    return (tz[..., :, None, None] ^ ty[..., None, :, None] ^ tx[..., None, None, :]).flatten(-3)
 
 
 class HashEncoding(nn.Module):
@@ -189,8 +193,8 @@ class HashEncoding(nn.Module):
         ``index_select`` is about 10x faster than indexing the [F, T] rows together, and L
         small gathers cost more than one large one."""
         idx, w = self.lookup(u, 0, len(self.sizes))
-        offsets = torch.tensor(self.offsets, device=u.device).view(-1, 1, 1)
-        flat = (idx + offsets).reshape(-1)  # [L n 8]
+        offsets = torch.tensor(self.offsets, dtype=torch.int32, device=u.device).view(-1, 1, 1)
+        flat = (idx + offsets).reshape(-1)  # [L n 8]; int32: the tables hold < 2^31 entries
         out = torch.stack([(row.index_select(0, flat).view_as(w) * w).sum(-1)
                            for row in table], dim=-1)  # [L, n, F]
         return out.transpose(0, 1).reshape(u.shape[0], -1)
@@ -264,13 +268,23 @@ class HashGrid(Field):
 
     @classmethod
     def training_defaults(cls, family: str, scene_format: str, cfg: TrainConfig) -> TrainConfig:
-        """instant-ngp's learning rate, 1e-2, for tables and networks alike; no grid to crop."""
-        return replace(cfg, lr_grid=1e-2, lr_net=1e-2, shrink_at=-1.0)
+        """instant-ngp's learning rate, 1e-2, for tables and networks alike; no grid to crop.
+        The occupancy grid starts skipping after 16 steps (instant-ngp updates it every 16
+        from the start): a new hash grid is dense (density ~ exp(0) everywhere), and every
+        sample of a ray costs a full encoding until empty space is known."""
+        return replace(cfg, lr_grid=1e-2, lr_net=1e-2, shrink_at=-1.0,
+                       occupancy_warmup=min(cfg.occupancy_warmup, 16))
 
-    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
-        """Occupancy marching at ``march_step`` (a TensoRF's final sample spacing)."""
-        return {"sampler": "occupancy", "step_size": march_step(self.aabb, cfg),
+    def render_settings(self, cfg: TrainConfig, step: int | None = None) -> dict[str, Any]:
+        """Occupancy marching at ``march_step``: a TensoRF's sample spacing at that step."""
+        return {"sampler": "occupancy", "step_size": march_step(self.aabb, cfg, step),
                 "max_samples": cfg.max_samples}
+
+    def schedule(self, cfg: TrainConfig, step: int, occupancy: OccupancyGrid | None,
+                 step_size: float) -> bool:
+        """Nothing to resize; at the coarse-to-fine steps the march gets finer (``True`` makes
+        the trainer ask ``render_settings`` again)."""
+        return step in upsample_steps(cfg)
 
     def wants_occupancy(self) -> bool:
         return True

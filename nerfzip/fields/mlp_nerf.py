@@ -252,12 +252,12 @@ class MLPNeRF(Field):
         """The paper's layout at ``cfg.mlp_width`` x ``cfg.mlp_depth``, coarse + fine."""
         return sized_config(cfg.mlp_width, cfg.mlp_depth)
 
-    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
+    def render_settings(self, cfg: TrainConfig, step: int | None = None) -> dict[str, Any]:
         """Hierarchical sampling with its coarse network; occupancy marching (``march_step``)
         without one."""
         if self.config.hierarchical:
-            return super().render_settings(cfg)
-        return {"sampler": "occupancy", "step_size": march_step(self.aabb, cfg),
+            return super().render_settings(cfg, step)
+        return {"sampler": "occupancy", "step_size": march_step(self.aabb, cfg, step),
                 "max_samples": cfg.max_samples}
 
     def wants_occupancy(self) -> bool:

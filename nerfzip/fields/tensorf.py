@@ -15,7 +15,6 @@ Grids grow coarse-to-fine (``upsampled``) and can be cropped to the occupied box
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerfzip.fields.base import FeatureGrid, Field, register_field
+from nerfzip.fields.base import (
+    FeatureGrid,
+    Field,
+    register_field,
+    schedule_step,
+    upsample_steps,
+)
 from nerfzip.fields.encoding import positional_encoding
 from nerfzip.utils.schema import limits
 
@@ -316,7 +321,7 @@ class TensoRF(Field):
         """``default_config`` at ``cfg.n_voxels_init`` voxels over the box."""
         return default_config(family, resolution=grid_resolution(aabb, cfg.n_voxels_init))
 
-    def render_settings(self, cfg: TrainConfig) -> dict[str, Any]:
+    def render_settings(self, cfg: TrainConfig, step: int | None = None) -> dict[str, Any]:
         """Occupancy marching at ``cfg.step_ratio`` of the current voxel (TensoRF's step)."""
         return {"sampler": "occupancy", "max_samples": cfg.max_samples,
                 "step_size": float(self.voxel_size().mean()) * cfg.step_ratio}
@@ -342,9 +347,7 @@ class TensoRF(Field):
             solid = occupancy.visible(step_size, cfg.crop_alpha)
             self.crop_(occupancy.occupied_aabb(outlier_fraction=0.002, margin=3, cells=solid))
             changed = True
-        voxels = log_resolution_schedule(cfg.n_voxels_init, cfg.n_voxels_final,
-                                         len(cfg.upsample_at))
-        grow = {schedule_step(f, cfg.iters): n for f, n in zip(cfg.upsample_at, voxels)}
+        grow = upsample_steps(cfg)
         if step in grow:
             self.upsample_(grid_resolution(self.aabb, grow[step]))
             changed = True
@@ -415,15 +418,3 @@ def default_config(family: str, **overrides: object) -> TensoRFConfig:
     else:
         base = TensoRFConfig(decomposition="vm", appearance_components=24, decoder_hidden=64)
     return replace(base, **overrides)  # type: ignore[arg-type]
-
-
-def schedule_step(fraction: float, iters: int) -> int:
-    """The step at ``fraction`` of ``iters`` training steps (-1 for a negative fraction:
-    never)."""
-    return int(round(fraction * iters)) if fraction >= 0 else -1
-
-
-def log_resolution_schedule(n_start: int, n_end: int, steps: int) -> list[int]:
-    """Voxel counts growing log-linearly from ``n_start`` to ``n_end`` in ``steps`` steps."""
-    return [int(round(math.exp(math.log(n_start) + (math.log(n_end) - math.log(n_start))
-                               * (i + 1) / steps))) for i in range(steps)]

@@ -5,8 +5,8 @@ Presets are named configurations (``defaults_for``), not copies of trainer code.
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 

@@ -44,9 +44,9 @@ def new_field(cfg: TrainConfig, scene: Scene) -> Field:
     return field_class(cfg.field).for_training(cfg.field, cfg, scene.aabb)
 
 
-def render_config_for(field: Field, cfg: TrainConfig) -> RenderConfig:
-    """The render settings the field asks for (``Field.render_settings``)."""
-    return RenderConfig(**field.render_settings(cfg))
+def render_config_for(field: Field, cfg: TrainConfig, step: int | None = None) -> RenderConfig:
+    """The render settings the field asks for at ``step`` (``Field.render_settings``)."""
+    return RenderConfig(**field.render_settings(cfg, step))
 
 
 class Trainer:
@@ -63,7 +63,7 @@ class Trainer:
         occupancy = None
         if field.wants_occupancy():
             occupancy = OccupancyGrid(scene.aabb, cfg.occupancy_resolution)
-        self.model = RadianceModel(field, render_config_for(field, cfg),
+        self.model = RadianceModel(field, render_config_for(field, cfg, 0),
                                    SceneSpace.of(scene, downscale), occupancy)
         self.model.to(self.device)
         self.train = scene.split("train")
@@ -101,7 +101,7 @@ class Trainer:
             occ.update(field.density, self.model.render.step_size, cfg.occupancy_threshold,
                        generator=self.gen, young=self.step < 4 * cfg.occupancy_warmup)
         if field.schedule(cfg, self.step, occ, self.model.render.step_size):
-            self.model.render = render_config_for(field, cfg)
+            self.model.render = render_config_for(field, cfg, self.step)
             self.optimizer = self.make_optimizer()
 
     # --- one step ------------------------------------------------------------------------
