@@ -270,3 +270,18 @@ def test_safetensors_metadata_is_parsed_not_executed(tmp_path):
         header = json.loads(f.metadata()["nerfzip"])
     assert header["format"] == "nerfzip-model" and header["version"] == 2
     assert model_io.parse_header(header, "m").family == "tensorf-vm"
+
+
+def test_deeply_nested_codec_parameters_are_a_one_line_error():
+    """A node's parameter JSON nested 100,000 deep (Python's parser would overflow its stack)."""
+    import struct
+
+    data, _ = nrz.encode_model(mlp_model(), nrz.SaveOptions())
+    parts = surgery.split(data)
+    params = b"[" * 100_000 + b"]" * 100_000
+    name, codec_id, _ = parts.sections[1]
+    parts.sections[1][2] = struct.pack("<HBBQ", codec_id, 1, 1, 4) + struct.pack(
+        "<I", len(params)) + params + b"\0\0"
+    with pytest.raises(NerfzipError, match=f"section '{name}': malformed JSON") as e:
+        nrz.load_stream(io.BytesIO(surgery.join(parts)), "deep.nrz")
+    assert "\n" not in str(e.value)

@@ -101,8 +101,10 @@ class Reader:
         raw = bytes(self.take(n))
         try:
             return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"malformed JSON ({e})") from None
+        except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, huge integers
+            raise FormatError(f"malformed JSON ({str(e).splitlines()[0][:120]})") from None
+        except RecursionError:
+            raise FormatError("malformed JSON (nested too deeply)") from None
 
     def expect_end(self) -> None:
         if self.remaining():
