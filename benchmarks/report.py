@@ -14,6 +14,8 @@ training, the command).
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common import RECORDS
@@ -23,77 +25,137 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- tables -->", "<!-- /tables -->"
 
 
+@dataclass
+class Row:
+    """One table row: the record it belongs to, its cells, and the run that measured it."""
+
+    key: str
+    cells: list[str]
+    commit: str = ""
+    command: str = ""
+
+
+@dataclass
+class Section:
+    """One kind of benchmark: its heading, the table's columns, and how a record is named."""
+
+    heading: str
+    columns: list[str]
+    title_cells: int = 1
+    """Leading cells that name a table (the model or the scene): its title, not a column."""
+    keyed_by_command: bool = False
+    """Training runs: one row per record, told apart by their command (a scene's runs share
+    one table, a numbered command each)."""
+    runs: bool = True
+    """Rows carry a commit and a command (the entropy rows belong to a codec run instead)."""
+    former_heading: str = ""
+    """The heading an older RESULTS.md gave it, read back like ``heading``."""
+
+
+SECTIONS = {
+    "train": Section("### Training: test PSNR against training time",
+                     ["scene", "field", "steps", "train time", "test views",
+                      "PSNR at marks (min: dB)", "final PSNR", "SSIM", "render s/view",
+                      "peak RSS", "model"], keyed_by_command=True),
+    "render": Section("### Render time of a trained model",
+                      ["model", "test views", "inference path", "step", "PSNR", "SSIM",
+                       "render s/view", "vs baked"]),
+    "imported": Section("### Imported nerf-pytorch models",
+                        ["scene", "checkpoint", "sampling", "views", "PSNR per view",
+                         "mean PSNR", "mean SSIM", "render s/view"]),
+    "codec": Section("### The .nrz codec (precision only, no compression passes)",
+                     ["model", "precision", "file", "vs model.safetensors", "vs float32 params",
+                      "bits/param", "encode", "decode", "PSNR (views)", "vs float32 render"]),
+    "entropy": Section("### Entropy coding of the .nrz codec's symbol arrays (from the codec runs "
+                       "above)",
+                       ["model", "precision", "section", "symbols",
+                        "empirical entropy (bits/symbol)", "ANS stream / entropy",
+                        "ANS incl. model / entropy", "coder chosen", "chosen / entropy"],
+                       runs=False, former_heading="Entropy coding of symbol arrays of at least "
+                       "10^5 symbols (ratios of coded bits to the empirical entropy of the "
+                       "symbols):"),
+    "compress": Section("### Compression pipelines",
+                        ["model", "test views", "pipeline", "file", "smaller than float32",
+                         "PSNR", "PSNR loss", "SSIM", "decode", "render time vs float32",
+                         "compress time"]),
+    "int8": Section("### Dynamic int8 inference (`--int8 on`) against float32",
+                    ["model", "test views", "precision", "PSNR", "SSIM", "render s/view",
+                     "65,536 field queries", "colour RMS error there"]),
+}
+
+
+def row(section: str, cells: list[str], commit: str = "", command: str = "") -> Row:
+    sec = SECTIONS[section]
+    key = command if sec.keyed_by_command else cells[0]
+    return Row(key, cells, commit, command)
+
+
+# --- rows from records ---
 def mark_views(mark: dict, record: dict) -> str:
     """A mark evaluated on fewer views than the final figure says how many."""
     n = mark.get("test_views", record["test_views"])
     return "" if n == record["test_views"] else f" ({n} views)"
 
 
-def train_table(records: list[dict]) -> list[str]:
-    rows = ["| scene | field | steps | train time | test views | PSNR at marks (min: dB) | "
-            "final PSNR | SSIM | render s/view | peak RSS | model | commit | command |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def train_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         marks = ", ".join(f"{c['minutes']:.0f}: {c['psnr']:.2f}" + mark_views(c, r)
                           for c in r["curve"]) or "—"
-        rows.append(
-            f"| {r['scene']} | {r['field']} | {r['train_steps']} | "
-            f"{r['train_seconds'] / 60:.1f} min | {r['test_views']} ({r['test_subset']}) | "
-            f"{marks} | **{r['final_psnr']:.2f}** | {r['final_ssim']:.4f} | "
-            f"{r['render_seconds_median']:.2f} | {r['peak_rss_gb']:.2f} GB | "
-            f"{r['model_bytes'] / 2**20:.1f} MB | {r['machine']['commit']} | `{r['command']}` |")
-    return rows
+        out.append(row("train", [
+            r["scene"], r["field"], str(r["train_steps"]), f"{r['train_seconds'] / 60:.1f} min",
+            f"{r['test_views']} ({r['test_subset']})", marks, f"**{r['final_psnr']:.2f}**",
+            f"{r['final_ssim']:.4f}", f"{r['render_seconds_median']:.2f}",
+            f"{r['peak_rss_gb']:.2f} GB", f"{r['model_bytes'] / 2**20:.1f} MB"],
+            r["machine"]["commit"], r["command"]))
+    return out
 
 
-def imported_table(records: list[dict]) -> list[str]:
-    rows = ["| scene | checkpoint | sampling | views | PSNR per view | mean PSNR | mean SSIM | "
-            "render s/view | commit | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+def imported_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         per = ", ".join(f"{v['index']}: {v['psnr']:.2f}" for v in r["views"])
-        rows.append(f"| {r['scene']} | {r['checkpoint']} | {r['sampling']} | {len(r['views'])} | "
-                    f"{per} | **{r['mean_psnr']:.2f}** | {r['mean_ssim']:.4f} | "
-                    f"{r['render_seconds_median']:.1f} | {r['machine']['commit']} | "
-                    f"`{r['command']}` |")
-    return rows
+        out.append(row("imported", [
+            r["scene"], r["checkpoint"], r["sampling"], str(len(r["views"])), per,
+            f"**{r['mean_psnr']:.2f}**", f"{r['mean_ssim']:.4f}",
+            f"{r['render_seconds_median']:.1f}"], r["machine"]["commit"], r["command"]))
+    return out
 
 
-def codec_table(records: list[dict]) -> list[str]:
-    rows = ["| model | precision | file | vs model.safetensors | vs float32 params | "
-            "bits/param | encode | decode | PSNR (views) | vs float32 render | commit | "
-            "command |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def codec_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         for x in r["rows"]:
-            rows.append(
-                f"| {r['name']} | {x['precision']} | {x['bytes'] / 1e6:.3f} MB | "
-                f"{x['ratio_to_safetensors']:.2f}x smaller | "
-                f"{4 * r['parameters'] / x['bytes']:.2f}x smaller | "
-                f"{x['bits_per_param']:.2f} | {x['encode_seconds']:.1f} s "
-                f"({x['encode_mb_per_s']:.1f} MB/s) | {x['decode_seconds']:.3f} s | "
-                f"{x['psnr']:.2f} (float32 {x['psnr_float32']:.2f}) | "
-                f"{vs_render(x['psnr_vs_float32_render'])} | {r['machine']['commit']} | "
-                f"`{r['command']}` |")
-    return rows
+            out.append(row("codec", [
+                r["name"], x["precision"], f"{x['bytes'] / 1e6:.3f} MB",
+                f"{x['ratio_to_safetensors']:.2f}x smaller",
+                f"{4 * r['parameters'] / x['bytes']:.2f}x smaller", f"{x['bits_per_param']:.2f}",
+                f"{x['encode_seconds']:.1f} s ({x['encode_mb_per_s']:.1f} MB/s)",
+                f"{x['decode_seconds']:.3f} s",
+                f"{x['psnr']:.2f} (float32 {x['psnr_float32']:.2f})",
+                vs_render(x["psnr_vs_float32_render"])], r["machine"]["commit"], r["command"]))
+    return out
 
 
-def compress_table(records: list[dict]) -> list[str]:
-    rows = ["| model | test views | pipeline | file | smaller than float32 | PSNR | PSNR loss | "
-            "SSIM | decode | render time vs float32 | compress time | commit | command |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def compress_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         b = r["baseline"]
         views = "all" if r["every"] == 1 else f"every {r['every']}th"
-        rows.append(f"| {r['name']} | {views} | (float32, {r['parameters']:,} parameters) | "
-                    f"{r['float32_bytes'] / 1e6:.2f} MB | 1x | {b['psnr']:.2f} | — | "
-                    f"{b['ssim']:.4f} | — | {seconds(b['render_seconds'])} | — | "
-                    f"{r['machine']['commit']} | |")
+        # The float32 baseline was measured by the record's first run, at the record's commit.
+        out.append(row("compress", [
+            r["name"], views, f"(float32, {r['parameters']:,} parameters)",
+            f"{r['float32_bytes'] / 1e6:.2f} MB", "1x", f"{b['psnr']:.2f}", "—",
+            f"{b['ssim']:.4f}", "—", seconds(b["render_seconds"]), "—"],
+            r["machine"]["commit"]))
         for x in r["rows"]:
-            rows.append(
-                f"| {r['name']} | {views} | `{x['steps']}` | {x['bytes'] / 1e6:.3f} MB | "
-                f"{x['ratio']:.1f}x | {x['psnr']:.2f} | {x['psnr_loss']:.2f} dB | "
-                f"{x['ssim']:.4f} | {x['decode_seconds']:.2f} s | {ratio(x['render_ratio'])} | "
-                f"{x['compress_seconds']:.0f} s | {x.get('commit', r['machine']['commit'])} | "
-                f"`{x['command']}` |")
-    return rows
+            out.append(row("compress", [
+                r["name"], views, f"`{x['steps']}`", f"{x['bytes'] / 1e6:.3f} MB",
+                f"{x['ratio']:.1f}x", f"{x['psnr']:.2f}", f"{x['psnr_loss']:.2f} dB",
+                f"{x['ssim']:.4f}", f"{x['decode_seconds']:.2f} s", ratio(x["render_ratio"]),
+                f"{x['compress_seconds']:.0f} s"], x.get("commit", r["machine"]["commit"]),
+                x["command"]))
+    return out
 
 
 def seconds(value: float | None) -> str:
@@ -104,34 +166,31 @@ def ratio(value: float | None) -> str:
     return "not timed" if value is None else f"{value:.2f}"
 
 
-def int8_table(records: list[dict]) -> list[str]:
-    rows = ["| model | test views | precision | PSNR | SSIM | render s/view | 65,536 field "
-            "queries | colour RMS error there | commit | command |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+def int8_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         for label, x in r["rows"].items():
             error = r.get("output_error") if label == "int8" else None
             rms = f"{error['colour_rms']:.4f}" if error else "—"
-            rows.append(f"| {r['name']} | {r['views']} (every {r['every']}th) | {label} | "
-                        f"{x['psnr']:.2f} | {x['ssim']:.4f} | {x['render_seconds']:.2f} | "
-                        f"{x['query_seconds']:.3f} s | "
-                        f"{rms} | "
-                        f"{r['machine']['commit']} | `{r['command']}` |")
-    return rows
+            out.append(row("int8", [
+                r["name"], f"{r['views']} (every {r['every']}th)", label, f"{x['psnr']:.2f}",
+                f"{x['ssim']:.4f}", f"{x['render_seconds']:.2f}", f"{x['query_seconds']:.3f} s",
+                rms], r["machine"]["commit"], r["command"]))
+    return out
 
 
-def render_table(records: list[dict]) -> list[str]:
-    rows = ["| model | test views | inference path | step | PSNR | SSIM | render s/view | "
-            "vs baked | commit | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+def render_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         base = r["rows"]["baked"]["render_seconds_median"]
         for label, x in r["rows"].items():
-            rows.append(f"| {r['name']} | {x['views']} (every {r['every']}th) | {label} | "
-                        f"{x['step_size']:.5f} | {x['psnr']:.3f} | {x['ssim']:.4f} | "
-                        f"**{x['render_seconds_median']:.2f}** | "
-                        f"{base / x['render_seconds_median']:.2f}x | {r['machine']['commit']} | "
-                        f"`{r['command']}` |")
-    return rows
+            out.append(row("render", [
+                r["name"], f"{x['views']} (every {r['every']}th)", label,
+                f"{x['step_size']:.5f}", f"{x['psnr']:.3f}", f"{x['ssim']:.4f}",
+                f"**{x['render_seconds_median']:.2f}**",
+                f"{base / x['render_seconds_median']:.2f}x"], r["machine"]["commit"],
+                r["command"]))
+    return out
 
 
 def vs_render(psnr: float) -> str:
@@ -139,19 +198,144 @@ def vs_render(psnr: float) -> str:
     return "identical" if psnr == float("inf") or psnr > 200 else f"{psnr:.1f} dB"
 
 
-def entropy_table(records: list[dict]) -> list[str]:
-    rows = ["| model | precision | section | symbols | empirical entropy (bits/symbol) | "
-            "ANS stream / entropy | ANS incl. model / entropy | coder chosen | chosen / "
-            "entropy |", "|---|---|---|---|---|---|---|---|---|"]
+def entropy_rows(records: list[dict]) -> list[Row]:
+    out = []
     for r in records:
         for x in r["rows"]:
             for e in x["entropy"]:
-                rows.append(
-                    f"| {r['name']} | {x['precision']} | {e['section']} | {e['symbols']:,} | "
-                    f"{e['entropy_bits'] / e['symbols']:.3f} | {e['ans_stream_ratio']:.4f} | "
-                    f"{e['ans_total_ratio']:.4f} | {e['coder']} | "
-                    f"{e['ratio_to_entropy']:.3f} |")
-    return rows
+                out.append(row("entropy", [
+                    r["name"], x["precision"], e["section"], f"{e['symbols']:,}",
+                    f"{e['entropy_bits'] / e['symbols']:.3f}", f"{e['ans_stream_ratio']:.4f}",
+                    f"{e['ans_total_ratio']:.4f}", e["coder"],
+                    f"{e['ratio_to_entropy']:.3f}"]))
+    return out
+
+
+# --- writing: one table per record, its runs above it ---
+def table_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def with_commands(rows: list[Row]) -> list[Row]:
+    """Rows without a command of their own (the compress baseline) ran with the table's first
+    command, at their own commit."""
+    first = next((r.command for r in rows if r.command), "")
+    return [r if r.command else replace(r, command=first) for r in rows]
+
+
+def runs_of(rows: list[Row]) -> list[tuple[str, str]]:
+    """The distinct (commit, command) runs of a table's rows, in order."""
+    return list(dict.fromkeys((r.commit, r.command) for r in rows if r.command))
+
+
+def run_line(commit: str, command: str) -> str:
+    return f"`{command}` (commit {commit or 'unknown'})"
+
+
+def record_block(section: str, rows: list[Row]) -> list[str]:
+    """One table: its title, the runs that measured it (once each), its rows."""
+    sec = SECTIONS[section]
+    rows = with_commands(rows)
+    runs = runs_of(rows)
+    lines = [f"#### {rows[0].cells[0]}", ""]
+    if len(runs) == 1:
+        lines += [f"Command: {run_line(*runs[0])}", ""]
+    elif runs:
+        lines += ["Commands:", ""] + [f"{i}. {run_line(*run)}" for i, run in
+                                      enumerate(runs, 1)] + [""]
+    numbered = len(runs) > 1
+    columns = (["run"] if numbered else []) + sec.columns[sec.title_cells:]
+    lines += [table_line(columns), "|" + "---|" * len(columns)]
+    for r in rows:
+        number = [run_number(r, runs)] if numbered else []
+        lines.append(table_line(number + r.cells[sec.title_cells:]))
+    return lines + [""]
+
+
+def run_number(r: Row, runs: list[tuple[str, str]]) -> str:
+    """Which of the table's runs measured a row."""
+    return str(runs.index((r.commit, r.command)) + 1) if r.command else ""
+
+
+def section_lines(section: str, rows: list[Row]) -> list[str]:
+    """The section's heading and one table per model (a record) or per scene (training and
+    imported runs, one record each), ordered by name; a scene's training runs by field, runs
+    of the same field in the order they were made."""
+    tables: dict[str, list[Row]] = {}
+    for r in rows:
+        tables.setdefault(r.cells[0], []).append(r)
+    lines = [SECTIONS[section].heading, ""]
+    for name in sorted(tables, key=str.lower):
+        table = tables[name]
+        if SECTIONS[section].keyed_by_command:
+            table = sorted(table, key=lambda r: r.cells[1].lower())
+        lines += record_block(section, table)
+    return lines
+
+
+# --- reading back what RESULTS.md holds ---
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+RUN = re.compile(r"^(?:Command: |\d+\. )`(?P<command>.*)` \(commit (?P<commit>[^)]*)\)$")
+
+
+def section_of(line: str) -> str | None:
+    return next((name for name, sec in SECTIONS.items()
+                 if line and line in (sec.heading, sec.former_heading)), None)
+
+
+def old_rows(body: str) -> dict[str, list[Row]]:
+    """Every row between the markers, by section: from per-record blocks (this layout), or
+    from one table per section with a commit and a command column (the older layout)."""
+    out: dict[str, list[Row]] = {name: [] for name in SECTIONS}
+    section = None
+    runs: list[tuple[str, str]] = []
+    title: list[str] = []
+    header: list[str] | None = None
+    for line in body.splitlines():
+        if section_of(line):
+            section, header, runs, title = section_of(line), None, [], []
+            continue
+        if section is None:
+            continue
+        sec = SECTIONS[section]
+        if line.startswith("#### "):
+            runs, header = [], None
+            title = [line[5:]][:sec.title_cells]
+        elif (m := RUN.match(line)) is not None:
+            runs.append((m["commit"], m["command"]))
+        elif not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        elif not line.startswith("|---"):
+            out[section].append(parse_row(section, header, cells(line), title, runs))
+    return out
+
+
+def parse_row(section: str, header: list[str], values: list[str], title: list[str],
+              runs: list[tuple[str, str]]) -> Row:
+    """One table row read back: in the older layout the row holds every column, its commit
+    and command; in this one the title holds the record's name and the runs above (``run``)
+    the commit and command."""
+    sec = SECTIONS[section]
+    named = dict(zip(header, values))
+    older = header[-2:] == ["commit", "command"] if sec.runs else header == sec.columns
+    if older:
+        return row(section, [named[c] for c in sec.columns], named.get("commit", ""),
+                   named.get("command", "").strip("`"))
+    number = named.get("run", "1")
+    commit, command = runs[int(number) - 1] if runs and number else ("", "")
+    return row(section, title + [named[c] for c in sec.columns[sec.title_cells:]], commit,
+               command)
+
+
+def merge(fresh: list[Row], old: list[Row]) -> list[Row]:
+    """``fresh`` rows plus the old rows of records that produced none (gone records)."""
+    keys = {r.key for r in fresh}
+    return [r for r in old if r.key not in keys] + fresh
 
 
 def short_label(row: dict) -> str:
@@ -195,42 +379,6 @@ def plot_rate_distortion(record: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def cells(row: str) -> list[str]:
-    return [c.strip() for c in row.strip().strip("|").split("|")]
-
-
-def row_key(header: str, row: str) -> str:
-    """Which record a table row belongs to: the training table's command, else the first
-    column (the model or scene name)."""
-    return cells(row)[-1] if header.startswith("| scene | field |") else cells(row)[0]
-
-
-def old_tables(text: str) -> dict[str, list[str]]:
-    """The data rows of every table between the markers, by the table's header line."""
-    tables: dict[str, list[str]] = {}
-    header = None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            header = None
-        elif header is None:
-            header = line
-            tables.setdefault(header, [])
-        elif not line.startswith("|---"):
-            tables[header].append(line)
-    return tables
-
-
-def merge(table: list[str], old: dict[str, list[str]]) -> list[str]:
-    """``table`` (header, separator, rows from records) plus the old rows of the same table
-    whose key no record produced, grouped by key in a stable order."""
-    header, rule, *rows = table
-    keys = {row_key(header, r) for r in rows}
-    kept = [r for r in old.get(header, []) if row_key(header, r) not in keys]
-    width = 2 if header.startswith("| scene | field |") else 1
-    merged = sorted(kept + rows, key=lambda r: [c.lower() for c in cells(r)[:width]])
-    return [header, rule, *merged]
-
-
 def machine_line(machine: dict | None, old_body: str) -> str:
     if machine is None:  # no record yet: keep what the tables said
         return next((line for line in old_body.splitlines() if line.startswith("Machine:")),
@@ -241,29 +389,22 @@ def machine_line(machine: dict | None, old_body: str) -> str:
 
 def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
-    train = [r for r in records if r.get("benchmark") == "train"]
-    imported = [r for r in records if r.get("benchmark") == "imported"]
-    codec = [r for r in records if r.get("benchmark") == "codec"]
-    compress = [r for r in records if r.get("benchmark") == "compress"]
-    int8 = [r for r in records if r.get("benchmark") == "int8"]
-    render = [r for r in records if r.get("benchmark") == "render"]
+    kind = {name: [r for r in records if r.get("benchmark") == name]
+            for name in ("train", "imported", "codec", "compress", "int8", "render")}
+    compress = kind["compress"]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     body, tail = rest.split(END, 1)
-    old = old_tables(body)
+    old = old_rows(body)
+    fresh = {"train": train_rows(kind["train"]), "render": render_rows(kind["render"]),
+             "imported": imported_rows(kind["imported"]), "codec": codec_rows(kind["codec"]),
+             "entropy": entropy_rows(kind["codec"]), "compress": compress_rows(compress),
+             "int8": int8_rows(kind["int8"])}
     machine = next((r["machine"] for r in records if "machine" in r), None)
-    lines = [START, "", machine_line(machine, body), "",
-             "### Training: test PSNR against training time", "",
-             *merge(train_table(train), old), "",
-             "### Render time of a trained model", "", *merge(render_table(render), old), "",
-             "### Imported nerf-pytorch models", "", *merge(imported_table(imported), old), "",
-             "### The .nrz codec (precision only, no compression passes)", "",
-             *merge(codec_table(codec), old), "", "Entropy coding of symbol arrays of at least "
-             "10^5 symbols (ratios of coded bits to the empirical entropy of the symbols):", "",
-             *merge(entropy_table(codec), old), "",
-             "### Compression pipelines", "", *merge(compress_table(compress), old), "",
-             "### Dynamic int8 inference (`--int8 on`) against float32", "",
-             *merge(int8_table(int8), old), "", END]
+    lines = [START, "", machine_line(machine, body), ""]
+    for section in SECTIONS:  # (their order is the page's)
+        lines += section_lines(section, merge(fresh[section], old[section]))
+    lines.append(END)
     RESULTS.write_text(head + "\n".join(lines) + tail)
     print(f"wrote {RESULTS}")
     try:
