@@ -3,10 +3,16 @@
 kept), and draw one rate-distortion plot per compression record (``benchmarks/rd_<name>.png``;
 needs matplotlib, the ``bench`` extra).
 
-Rows already in a table whose record is not in the folder are kept as they stand: they were
+Each record is one table under a ``####`` title (training and imported runs, one row per
+record: one table per scene), with the command that reproduces it and its commit written once
+above it; where several runs filled a table (``--append``, or a scene's training runs) the
+commands are numbered and a ``run`` column says which row each made.
+
+Rows already in RESULTS.md whose record is not in the folder are kept as they stand: they were
 measured before the records were tracked in git, on machines whose records are gone, and a
 rebuild must not drop them. A record replaces the rows of its own key (the model name; for
-training, the command).
+training, the command). This layout and the older one (a commit and a command column on every
+row) are both read back.
 
     python benchmarks/report.py
 """
@@ -37,12 +43,11 @@ class Row:
 
 @dataclass
 class Section:
-    """One kind of benchmark: its heading, the table's columns, and how a record is named."""
+    """One kind of benchmark: its heading and columns (the first names the model or scene,
+    and becomes the title of its table)."""
 
     heading: str
     columns: list[str]
-    title_cells: int = 1
-    """Leading cells that name a table (the model or the scene): its title, not a column."""
     keyed_by_command: bool = False
     """Training runs: one row per record, told apart by their command (a scene's runs share
     one table, a numbered command each)."""
@@ -244,11 +249,11 @@ def record_block(section: str, rows: list[Row]) -> list[str]:
         lines += ["Commands:", ""] + [f"{i}. {run_line(*run)}" for i, run in
                                       enumerate(runs, 1)] + [""]
     numbered = len(runs) > 1
-    columns = (["run"] if numbered else []) + sec.columns[sec.title_cells:]
+    columns = (["run"] if numbered else []) + sec.columns[1:]
     lines += [table_line(columns), "|" + "---|" * len(columns)]
     for r in rows:
         number = [run_number(r, runs)] if numbered else []
-        lines.append(table_line(number + r.cells[sec.title_cells:]))
+        lines.append(table_line(number + r.cells[1:]))
     return lines + [""]
 
 
@@ -300,10 +305,9 @@ def old_rows(body: str) -> dict[str, list[Row]]:
             continue
         if section is None:
             continue
-        sec = SECTIONS[section]
         if line.startswith("#### "):
             runs, header = [], None
-            title = [line[5:]][:sec.title_cells]
+            title = [line[5:]]
         elif (m := RUN.match(line)) is not None:
             runs.append((m["commit"], m["command"]))
         elif not line.startswith("|"):
@@ -328,7 +332,7 @@ def parse_row(section: str, header: list[str], values: list[str], title: list[st
                    named.get("command", "").strip("`"))
     number = named.get("run", "1")
     commit, command = runs[int(number) - 1] if runs and number else ("", "")
-    return row(section, title + [named[c] for c in sec.columns[sec.title_cells:]], commit,
+    return row(section, title + [named[c] for c in sec.columns[1:]], commit,
                command)
 
 
