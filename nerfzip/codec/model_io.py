@@ -249,8 +249,10 @@ def model_from(header: Any, tensors: dict[str, Tensor], where: str) -> RadianceM
 
 
 # --- bounded construction --------------------------------------------------------------------
-ALLOCATION_SLACK = 1 << 20
-"""Elements a field may allocate beyond twice its stored tensors (buffers it computes)."""
+ALLOCATION_SLACK = 1 << 24
+"""Elements a field may allocate beyond twice its stored tensors: buffers it computes, and the
+dense layers a low-rank file's field builds before ``factorize_`` replaces them (an imported
+nerf-pytorch MLP: about 10^6)."""
 SIZED = {torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full,
          torch.randint, torch.empty_strided, Tensor.new_empty, Tensor.new_zeros,
          Tensor.new_ones, Tensor.new_full}
