@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nerfzip.codec.binary import FormatError, Reader
-from nerfzip.codec.container import END, MAGIC, Entry, parse_json, read_entries
+from nerfzip.codec.layout import END, MAGIC, Entry, parse_json, read_entries
 
 
 @dataclass
