@@ -65,7 +65,10 @@ class HashGridConfig:
     """Hidden layers of the colour MLP."""
     density_activation: str = field(default="trunc_exp",
                                     metadata=limits(choices=("trunc_exp", "softplus")))
-    """sigma = act(raw): "trunc_exp" (instant-ngp) or "softplus"."""
+    """sigma = act(raw + density_bias): "trunc_exp" (instant-ngp) or "softplus"."""
+    density_bias: float = field(default=-1.0, metadata=limits(-20.0, 20.0))
+    """Added to the raw density before the activation: a new field starts at about
+    exp(-1) instead of 1, less opaque fog to clear (nerfacc's NGP field: -1)."""
     init_scale: float = field(default=1e-4, metadata=limits(0.0, 1.0))
     """Table entries start uniform in [-init_scale, init_scale] (instant-ngp: 1e-4)."""
 
@@ -240,7 +243,7 @@ class HashGrid(Field):
     def geometry(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Density [N] and geometry feature [N, geo_features] at points ``x`` [N, 3]."""
         h = self.density_net(self.encoding(self.unit(x)))
-        return self.sigma_act(h[:, 0]), h[:, 1:]
+        return self.sigma_act(h[:, 0] + self.config.density_bias), h[:, 1:]
 
     def density(self, x: Tensor) -> Tensor:
         return self.geometry(x)[0]
