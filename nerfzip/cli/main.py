@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--downscale", type=int, default=None, help="divide the image resolution")
     t.add_argument("--resume", action="store_true", help="continue the run's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_dataclass_options(t, TrainConfig)
+    t.add_argument("--field-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="settings of the field family's own config, e.g. log2_table_size=16 "
+                        "(values read as JSON; checked by the family)")
+    add_dataclass_options(t, TrainConfig, skip=("field_options",))
 
     e = sub.add_parser("eval", help="render the test views of a run and score them")
     e.add_argument("run", help="run folder or model file")
@@ -146,7 +149,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from nerfzip.data.scene import load_scene
-    from nerfzip.training.config import defaults_for
+    from nerfzip.training.config import defaults_for, parse_field_options
     from nerfzip.training.trainer import resume_config, train
 
     out = out_folder(args.out)
@@ -165,6 +168,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if cfg is None:
         base = defaults_for(scene.format, args.field or TrainConfig.field)
         cfg = replace(base, **overrides(args, TrainConfig))
+        if args.field_options:
+            cfg = replace(cfg, field_options=parse_field_options(args.field_options))
     model = train(scene, cfg, out, resume=args.resume, downscale=downscale, quiet=args.quiet)
     print(f"trained {model.field.family} for {cfg.iters} steps -> {out / 'model.safetensors'}")
 
