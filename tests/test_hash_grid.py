@@ -24,7 +24,7 @@ from nerfzip.fields.hash_grid import (
 )
 from nerfzip.fields.sh import SH_C0, SH_C1, spherical_harmonics
 from nerfzip.training.checkpoint import load_model
-from nerfzip.training.config import defaults_for
+from nerfzip.training.config import defaults_for, parse_field_options
 from nerfzip.training.trainer import train
 from nerfzip.utils.schema import from_dict
 
@@ -191,6 +191,11 @@ def test_training_options_come_from_the_family():
     assert (cfg.lr_grid, cfg.lr_net) == (1e-2, 1e-2)
     with pytest.raises(NerfzipError, match="unknown setting 'bogus'"):
         HashGrid.for_training("hash-grid", replace(cfg, field_options={"bogus": 1}), BOX)
+    # From the command line: values are JSON where they parse, strings otherwise.
+    assert parse_field_options(["levels=4", "density_activation=softplus", "init_scale=1e-3"]) \
+        == {"levels": 4, "density_activation": "softplus", "init_scale": 1e-3}
+    with pytest.raises(NerfzipError, match="key=value"):
+        parse_field_options(["levels"])
 
 
 # --- training, saving, quantizing -------------------------------------------------------------
