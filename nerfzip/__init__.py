@@ -31,13 +31,14 @@ if TYPE_CHECKING:
 # and the CLI start fast. Compression passes are not listed: they come from the pass registry
 # (``nerfzip.quantize`` is the ``quant`` pass, ...), so a new pass needs no edit here.
 API = {
-    "Scene": "nerfzip.data.scene", "load_scene": "nerfzip.data.scene",
+    "Scene": "nerfzip.data.scene", "load_scene": "nerfzip.data.load",
     "evaluate": "nerfzip.evaluation.evaluate", "render_path": "nerfzip.evaluation.evaluate",
     "RadianceModel": "nerfzip.rendering.model", "RenderConfig": "nerfzip.rendering.renderer",
     "load_model": "nerfzip.training.checkpoint", "save_model": "nerfzip.training.checkpoint",
     "TrainConfig": "nerfzip.training.config", "defaults_for": "nerfzip.training.config",
     "train": "nerfzip.training.trainer",
     "load": "nerfzip.codec.nrz", "info": "nerfzip.codec.nrz", "SaveOptions": "nerfzip.codec.nrz",
+    "load_stream": "nerfzip.codec.nrz", "NrzStreamReader": "nerfzip.codec.nrz",
     "run_pipeline": "nerfzip.compression.pipeline",
     "parse_pipeline": "nerfzip.compression.pipeline",
     "Compressed": "nerfzip.compression.compressed",

@@ -286,11 +286,3 @@ def test_a_registered_format_is_detected_and_loaded(tmp_path):
             formats.register_format(toy)
     finally:
         del formats.FORMATS["toy"]
-
-
-def test_load_scene_keeps_its_old_import_path():
-    from nerfzip.data import load, scene
-
-    assert scene.load_scene is load.load_scene and scene.detect_format is load.detect_format
-    with pytest.raises(AttributeError):
-        scene.no_such_name  # noqa: B018

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import nerfzip
+from nerfzip.cli.args import overrides
+from nerfzip.cli.main import build_parser
 from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.evaluation.metrics import psnr
@@ -24,7 +26,7 @@ from nerfzip.fields.hash_grid import (
 )
 from nerfzip.fields.sh import SH_C0, SH_C1, spherical_harmonics
 from nerfzip.training.checkpoint import load_model
-from nerfzip.training.config import defaults_for, parse_field_options
+from nerfzip.training.config import TrainConfig, defaults_for
 from nerfzip.training.trainer import train
 from nerfzip.utils.schema import from_dict
 
@@ -192,10 +194,16 @@ def test_training_options_come_from_the_family():
     with pytest.raises(NerfzipError, match="unknown setting 'bogus'"):
         HashGrid.for_training("hash-grid", replace(cfg, field_options={"bogus": 1}), BOX)
     # From the command line: values are JSON where they parse, strings otherwise.
-    assert parse_field_options(["levels=4", "density_activation=softplus", "init_scale=1e-3"]) \
-        == {"levels": 4, "density_activation": "softplus", "init_scale": 1e-3}
-    with pytest.raises(NerfzipError, match="key=value"):
-        parse_field_options(["levels"])
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "procedural", "-o", "run", "--field",
+                              "hash-grid", "--field-options", "levels=4",
+                              "density_activation=softplus", "init_scale=1e-3"])
+    assert overrides(args, TrainConfig)["field_options"] == {
+        "levels": 4, "density_activation": "softplus", "init_scale": 1e-3}
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["train", "--data", "procedural", "-o", "run", "--field-options",
+                           "levels"])
+    assert e.value.code == 2
 
 
 # --- training, saving, quantizing -------------------------------------------------------------
@@ -269,3 +277,24 @@ def test_tensorf_importance_hook_splats_onto_every_factor():
     assert field.feature_grids()["app_grids.planes.0"].vector_quantize
     assert not field.feature_grids()["app_grids.lines.0"].vector_quantize
     assert field.grid_voxels() == 6 * 7 * 8
+
+
+def test_vq_and_importance_pruning_of_the_hash_tables(scene, trained, tmp_path):
+    """The grid passes reach the hash tables through the field's hooks (feature grids along
+    axis 0, importance splatted by the family), and the file stores what they left."""
+    model, _ = trained
+    c = nerfzip.run_pipeline(model, nerfzip.parse_pipeline(
+        "prune(method=importance, keep_mass=0.99, n_rays=2048) vq(256, 0.0, n_rays=2048)"),
+        scene)
+    tables = {n: t for n, t in c.model.field.named_tensors().items() if "tables" in n}
+    pruned = sum(int((t.abs().amax(0) == 0).sum()) for t in tables.values())
+    assert pruned > 0  # whole entries (every feature) were zeroed
+    for name, t in tables.items():
+        live = t[:, t.abs().amax(0) > 0]
+        if live.shape[1] >= 4 * 256:  # quantized to at most 256 distinct feature vectors
+            assert torch.unique(live.t(), dim=0).shape[0] <= 256, name
+    c.save(tmp_path / "vq.nrz")
+    loaded = nerfzip.load(tmp_path / "vq.nrz")
+    assert torch.equal(loaded.render_view(scene, "test", 0), c.model.render_view(scene, "test", 0))
+    assert (tmp_path / "vq.nrz").stat().st_size < 0.25 * 4 * model.field.num_parameters()
+    assert view_psnr(c.model, scene) > view_psnr(model, scene) - 3.0

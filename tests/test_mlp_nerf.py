@@ -19,8 +19,8 @@ from nerfzip.fields.encoding import encoding_dim, positional_encoding
 from nerfzip.fields.mlp_nerf import MLPNeRF, MLPNeRFConfig
 from nerfzip.importers.nerf_pytorch import (
     import_nerf_pytorch,
-    nerf_pytorch_field,
     load_nerf_pytorch_checkpoint,
+    nerf_pytorch_field,
 )
 from nerfzip.training.checkpoint import load_model, save_model
 

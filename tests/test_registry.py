@@ -77,6 +77,17 @@ def test_the_python_api_comes_from_the_registry():
         assert callable(getattr(nerfzip, api))
 
 
+def test_readme_pass_table_is_the_registrys():
+    """The README's table of passes is the generated one (regenerate it with
+    ``python -m nerfzip.compression.registry --markdown`` after changing a pass)."""
+    md = subprocess.run([sys.executable, "-m", "nerfzip.compression.registry", "--markdown"],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert md.returncode == 0, md.stderr
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- passes:begin -->\n")[1].split("<!-- passes:end -->")[0]
+    assert block.strip() == md.stdout.strip()
+
+
 def test_list_passes_shows_every_pass_and_argument():
     proc = cli("compress", "--list-passes")
     assert proc.returncode == 0, proc.stderr

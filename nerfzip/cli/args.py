@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
 from typing import Any
 
@@ -30,6 +31,10 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type,
         origin = typing.get_origin(hint)
         if hint is bool:
             group.add_argument(flag, type=parse_bool, default=None, metavar="BOOL", help=help_)
+        elif origin is dict:
+            group.add_argument(flag, type=parse_key_value, nargs="+", default=None,
+                               metavar="KEY=VALUE", help=docs.get(f.name, "")
+                               + " (values read as JSON where they parse)")
         elif origin is tuple:
             item = typing.get_args(hint)[0]
             group.add_argument(flag, type=item, nargs="+", default=None, help=help_)
@@ -45,11 +50,28 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` as a pair; the value read as JSON where it parses (numbers, true / false,
+    lists), a string otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
 def overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The options of ``cls`` that were given on the command line."""
-    out = {}
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         value = getattr(args, f.name, None)
-        if value is not None:
+        if value is None:
+            continue
+        if typing.get_origin(hints[f.name]) is dict:
+            out[f.name] = dict(value)
+        else:
             out[f.name] = tuple(value) if isinstance(value, list) else value
     return out

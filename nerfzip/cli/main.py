@@ -39,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--downscale", type=int, default=None, help="divide the image resolution")
     t.add_argument("--resume", action="store_true", help="continue the run's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--field-options", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="settings of the field family's own config, e.g. log2_table_size=16 "
-                        "(values read as JSON; checked by the family)")
-    add_dataclass_options(t, TrainConfig, skip=("field_options",))
+    add_dataclass_options(t, TrainConfig)
 
     e = sub.add_parser("eval", help="render the test views of a run and score them")
     e.add_argument("run", help="run folder or model file")
@@ -142,14 +139,14 @@ def out_folder(path: str | Path) -> Path:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from nerfzip.data.scene import load_scene
+    from nerfzip.data.load import load_scene
 
     print(load_scene(args.path, downscale=args.downscale).summary())
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from nerfzip.data.scene import load_scene
-    from nerfzip.training.config import defaults_for, parse_field_options
+    from nerfzip.data.load import load_scene
+    from nerfzip.training.config import defaults_for
     from nerfzip.training.trainer import resume_config, train
 
     out = out_folder(args.out)
@@ -168,8 +165,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     if cfg is None:
         base = defaults_for(scene.format, args.field or TrainConfig.field)
         cfg = replace(base, **overrides(args, TrainConfig))
-        if args.field_options:
-            cfg = replace(cfg, field_options=parse_field_options(args.field_options))
     model = train(scene, cfg, out, resume=args.resume, downscale=downscale, quiet=args.quiet)
     print(f"trained {model.field.family} for {cfg.iters} steps -> {out / 'model.safetensors'}")
 
@@ -180,7 +175,7 @@ STEP_SCALE_HELP = ("grid-marching step at inference, relative to the step the mo
 
 def load_run_and_scene(run: str, data: str | None, device: str, int8: str = "off",
                        step_scale: float = 1.0):
-    from nerfzip.data.scene import load_scene
+    from nerfzip.data.load import load_scene
     from nerfzip.rendering.int8 import with_int8
     from nerfzip.training.checkpoint import load_model
 
@@ -308,7 +303,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from nerfzip.data.scene import load_scene
+    from nerfzip.data.load import load_scene
     from nerfzip.importers.nerf_pytorch import import_nerf_pytorch
     from nerfzip.training.checkpoint import save_model
 

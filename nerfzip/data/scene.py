@@ -124,14 +124,3 @@ def make_field_rays(origins: Tensor, directions: Tensor, near: float, far: float
 
 def fmt3(v: list[float]) -> str:
     return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
-
-
-def __getattr__(name: str) -> object:
-    """The old home of ``load_scene`` and ``detect_format``, now ``nerfzip.data.load``: resolved
-    on first use, since importing the loaders from here at import time is the cycle the move
-    removed (loaders import ``Scene`` from this module)."""
-    if name in ("load_scene", "detect_format"):
-        from nerfzip.data import load
-
-        return getattr(load, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

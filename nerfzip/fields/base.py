@@ -119,6 +119,16 @@ class Field(nn.Module):
         the field; a family without grids has only ``"net"``."""
         return {"net": list(self.parameters())}
 
+    def optimizer_groups(self, lr: dict[str, float]) -> list[dict[str, Any]]:
+        """Adam parameter groups from ``param_groups`` with the learning rate of each group
+        (``lr["grid"]``, ``lr["net"]``; a missing group rate falls back to ``lr["net"]``) and
+        the family's own ``optimizer_options``: the one place trainer, fine-tuning and
+        distillation build their optimiser groups. Each group carries its ``name``."""
+        options = self.optimizer_options()
+        return [{"params": params, "name": name, "lr": lr.get(name, lr["net"]),
+                 **options.get(name, {})}
+                for name, params in self.param_groups().items() if params]
+
     # --- training hooks: what the trainer asks of a family ----------------------------------
     @classmethod
     def training_defaults(cls, family: str, scene_format: str, cfg: TrainConfig) -> TrainConfig:

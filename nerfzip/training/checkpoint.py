@@ -29,7 +29,6 @@ from nerfzip.codec.nrz import is_nrz, load
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.utils.io import atomic_path
-from nerfzip.utils.schema import from_dict
 
 FORMAT = "nerfzip-model"
 VERSION = 2
@@ -108,13 +107,6 @@ def model_from(header: dict[str, Any], tensors: dict[str, Tensor],
     model = {k: v for k, v in tensors.items() if k.startswith(("field.", "occupancy."))}
     return model_io.model_from({k: header.get(k) for k in MODEL_KEYS if k in header}, model,
                                where)
-
-
-def dataclass_from(cls: type, data: dict[str, Any], where: str = "checkpoint") -> Any:
-    """Build dataclass ``cls`` from a file's dict with its types and ranges checked (unknown
-    keys from older / newer writers ignored). Kept for callers of the old name: new code calls
-    ``nerfzip.utils.schema.from_dict``."""
-    return from_dict(cls, data, where)
 
 
 def load_model(path: str | Path) -> RadianceModel:

@@ -6,11 +6,8 @@ Presets are named configurations (``defaults_for``), not copies of trainer code.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, replace
 from typing import Any
-
-from nerfzip.errors import NerfzipError
 
 
 @dataclass
@@ -91,21 +88,6 @@ def defaults_for(scene_format: str, field: str) -> TrainConfig:
 
     cfg = format_defaults(scene_format, TrainConfig(field=field))
     return field_class(field).training_defaults(field, scene_format, cfg)
-
-
-def parse_field_options(items: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` from the command line as a mapping; each value is read as JSON
-    where it parses (numbers, true / false, lists) and kept as a string otherwise."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise NerfzipError(f"--field-options: expected key=value, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key.strip()] = text
-    return out
 
 
 def format_defaults(scene_format: str, cfg: TrainConfig) -> TrainConfig:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
@@ -25,7 +24,6 @@ from nerfzip.rendering.model import RadianceModel, SceneSpace
 from nerfzip.rendering.occupancy import OccupancyGrid
 from nerfzip.rendering.renderer import RenderConfig, render_rays
 from nerfzip.training.checkpoint import (
-    dataclass_from,
     model_from,
     optimizer_tensors,
     read_model_file,
@@ -35,6 +33,7 @@ from nerfzip.training.checkpoint import (
 from nerfzip.training.config import TrainConfig
 from nerfzip.utils.io import write_json
 from nerfzip.utils.progress import progress_bar
+from nerfzip.utils.schema import from_dict
 
 StepCallback = Callable[["Trainer", dict[str, float]], None]
 
@@ -76,16 +75,8 @@ class Trainer:
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam over the field's parameter groups, with its per-group options (e.g. eps)."""
-        groups = []
-        options = self.field.optimizer_options()
-        for name, params in self.param_groups().items():
-            if params:
-                groups.append({"params": params, "lr": self.lr(name), "name": name,
-                               **options.get(name, {})})
+        groups = self.field.optimizer_groups({"grid": self.lr("grid"), "net": self.lr("net")})
         return torch.optim.Adam(groups, betas=(0.9, 0.99))
-
-    def param_groups(self) -> dict[str, list[Tensor]]:
-        return self.field.param_groups()
 
     def lr(self, group: str) -> float:
         base = self.cfg.lr_grid if group == "grid" else self.cfg.lr_net
@@ -196,8 +187,10 @@ def resume_config(run_dir: Path) -> tuple[TrainConfig, dict]:
     if not path.is_file():
         raise NerfzipError(f"{run_dir}: no checkpoint.safetensors to resume from")
     header, _ = read_model_file(path)
-    cfg = dataclass_from(TrainConfig, header["train"]["config"])
-    cfg = replace(cfg, upsample_at=tuple(cfg.upsample_at))
+    train_state = header.get("train")
+    if not isinstance(train_state, dict):
+        raise NerfzipError(f"{path}: not a training checkpoint (no training state)")
+    cfg = from_dict(TrainConfig, train_state.get("config"), f"{path}: train.config")
     return cfg, header["space"]
 
 

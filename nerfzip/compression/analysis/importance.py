@@ -1,9 +1,10 @@
 """How much each grid entry matters to the rendered images (VQRF's importance score).
 
-The importance of a plane texel or line entry is the compositing weight of every sample along
-the training rays, splatted onto the factor grids with the same bilinear / linear coefficients
-that interpolation reads them with. It is computed as the gradient of ``sum(w * interp(Z))``
-with respect to an all-zero grid ``Z``: autograd does the splatting, on any device.
+The importance of a grid entry (a TensoRF plane texel or line entry, a hash-table entry) is the
+compositing weight of every sample along the training rays, splatted onto the field's feature
+grids with the coefficients interpolation reads them with. The field family does the splat
+(``Field.importance``, the adjoint of its own ``read_grid``), so these functions work for any
+family with feature grids.
 
 ``occupancy_importance`` is the cheap variant that needs no rays: every occupied cell of the
 occupancy grid counts once.
@@ -11,58 +12,54 @@ occupancy grid counts once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.tensorf import MAT_AXES, VEC_AXES, FactorGrids, TensoRF
+from nerfzip.fields.base import FeatureGrid
+from nerfzip.fields.tensorf import TensoRF
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.rendering.renderer import sample_weights
 from nerfzip.utils.progress import progress_bar
 
+MAX_LATTICE = 1 << 24
+"""Most lattice points ``occupancy_importance`` queries (a 256^3 lattice)."""
+
 
 def require_tensorf(model: RadianceModel, what: str) -> TensoRF:
+    """The model's TensoRF field, for the passes that work on its components (``reduce_rank``,
+    ``convert``, component pruning): a structure only that family has."""
     if not isinstance(model.field, TensoRF):
-        raise NerfzipError(f"{what} works on grid fields (tensorf-vm, tensorf-cp), not "
+        raise NerfzipError(f"{what} works on TensoRF fields (tensorf-vm, tensorf-cp), not "
                            f"{model.field.family}")
     return model.field
 
 
-def grid_names(grids: FactorGrids, prefix: str) -> list[tuple[str, tuple[int, ...]]]:
-    """(tensor name, axes of the point it is indexed by) for each factor of ``grids``."""
-    if grids.decomposition == "vm":
-        planes = [(f"{prefix}.planes.{m}", MAT_AXES[m]) for m in range(3)]
-        return planes + [(f"{prefix}.lines.{m}", (VEC_AXES[m],)) for m in range(3)]
-    return [(f"{prefix}.lines.{a}", (a,)) for a in range(3)]
+def require_grids(model: RadianceModel, what: str) -> dict[str, FeatureGrid]:
+    """The field's feature grids (``Field.feature_grids``), or a one-line error for a family
+    that has none (an MLP)."""
+    grids = model.field.feature_grids()
+    if not grids:
+        raise NerfzipError(f"{what} works on fields with feature grids (tensorf-vm, "
+                           f"tensorf-cp, hash-grid), not {model.field.family}")
+    return grids
 
 
-def splat(grids: FactorGrids, x: Tensor, w: Tensor, out: dict[str, Tensor], prefix: str) -> None:
-    """Add the weights ``w`` [N] of normalised points ``x`` [N, 3] onto ``out`` (one map per
-    factor, shaped like one channel of it)."""
-    for (name, axes), tensor in zip(grid_names(grids, prefix),
-                                    list(grids.planes) + list(grids.lines)):
-        z = torch.zeros((1, 1, *tensor.shape[2:]), device=x.device, requires_grad=True)
-        if len(axes) == 2:
-            vals = grids.plane_values(z, x[:, list(axes)])
-        else:
-            vals = grids.line_values(z, x[:, axes[0]])
-        (vals[0] * w).sum().backward()
-        out[name] = out.get(name, torch.zeros_like(z.grad)) + z.grad
-
-
-def importance_from_points(field: TensoRF, points: Tensor, weights: Tensor,
-                           out: dict[str, Tensor]) -> None:
-    x = field.normalize(points).clamp(-1, 1)
-    splat(field.density_grids, x, weights, out, "density_grids")
-    splat(field.app_grids, x, weights, out, "app_grids")
+def accumulate(out: dict[str, Tensor], maps: dict[str, Tensor]) -> None:
+    for name, m in maps.items():
+        out[name] = out[name] + m if name in out else m
 
 
 def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 20,
                     chunk: int = 8192, seed: int = 0, quiet: bool = True) -> dict[str, Tensor]:
-    """Importance maps (name -> [1, 1, ...] like one channel of the factor) from ``n_rays``
-    random training rays."""
-    field = require_tensorf(model, "importance")
+    """Importance maps (name -> the grid's shape with its feature axis of length 1) from
+    ``n_rays`` random training rays: the compositing weight of every sample, splatted by the
+    field's own ``importance`` hook."""
+    require_grids(model, "importance")
+    field = model.field
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Tensor] = {}
     device = field.aabb.device
@@ -71,35 +68,36 @@ def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 20,
     for start in range(0, n_rays, chunk):
         m = min(chunk, n_rays - start)
         rays, _ = scene.random_rays("train", m, gen)
-        rays = rays.to(device)
-        pts, wts = sample_weights(field, rays, model.render, model.occupancy)
-        with torch.enable_grad():
-            importance_from_points(field, pts, wts, out)
+        pts, wts = sample_weights(field, rays.to(device), model.render, model.occupancy)
+        accumulate(out, field.importance(pts, wts))
         bar.update(m)
     bar.close()
     return out
 
 
 def occupancy_importance(model: RadianceModel, chunk: int = 1 << 20) -> dict[str, Tensor]:
-    """Importance from the occupancy grid alone: every point of a lattice at the field's voxel
-    spacing that falls in an occupied cell weighs 1 (so every texel an occupied cell covers
-    is reached, however much finer the field's grid is than the occupancy grid)."""
-    field = require_tensorf(model, "occupancy pruning")
+    """Importance from the occupancy grid alone: every point of a lattice at the field's
+    finest vertex spacing (``Field.grid_shape``, at most ``MAX_LATTICE`` points) that falls in
+    an occupied cell weighs 1, so every entry an occupied cell covers is reached, however much
+    finer the field's grid is than the occupancy grid."""
+    require_grids(model, "occupancy pruning")
+    field = model.field
     if model.occupancy is None:
         raise NerfzipError("the model has no occupancy grid to prune by")
+    shape = field.grid_shape() or (model.occupancy.resolution,) * 3
+    # A hash grid's finest level (512^3 vertices) would take minutes of lookups: thin the
+    # lattice evenly; its finest hashed entries are then reached by nearby points only.
+    thin = max(1.0, (math.prod(shape) / MAX_LATTICE) ** (1 / 3))
     lo, hi = field.aabb[0], field.aabb[1]
-    res = field.config.resolution
-    axes = [torch.linspace(float(lo[a]), float(hi[a]), res[a], device=lo.device)
-            for a in range(3)]
+    axes = [torch.linspace(float(lo[a]), float(hi[a]), max(2, round(shape[a] / thin)),
+                           device=lo.device) for a in range(3)]
     lattice = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).view(-1, 3)
     out: dict[str, Tensor] = {}
     for i in range(0, lattice.shape[0], chunk):
         pts = lattice[i:i + chunk]
         pts = pts[model.occupancy.query(pts)]
         if pts.shape[0]:
-            with torch.enable_grad():
-                importance_from_points(field, pts, torch.ones(pts.shape[0],
-                                                              device=pts.device), out)
+            accumulate(out, field.importance(pts, torch.ones(pts.shape[0], device=pts.device)))
     return out
 
 

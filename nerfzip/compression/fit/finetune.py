@@ -73,14 +73,6 @@ def owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (root.get_submodule(prefix) if prefix else root), attr
 
 
-def param_groups(c: Compressed, lr_grid: float, lr_net: float) -> list[dict[str, Any]]:
-    """Adam groups from the field's own grouping (``Field.param_groups``)."""
-    groups = c.model.field.param_groups()
-    grid, net = groups.get("grid", []), groups.get("net", [])
-    out = [{"params": grid, "lr": lr_grid}] if grid else []
-    return out + [{"params": net, "lr": lr_net}] if net else out
-
-
 def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_grid: float,
              lr_net: float, seed: int, scene: Scene | None, quiet: bool = True
              ) -> tuple[Compressed, dict[str, Any]]:
@@ -97,7 +89,8 @@ def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_
         module, attr = owner(field, name)
         hooks[name] = Constrain(cons).to(field.aabb.device)
         parametrize.register_parametrization(module, attr, hooks[name], unsafe=True)
-    opt = torch.optim.Adam(param_groups(c, lr_grid, lr_net), betas=(0.9, 0.99))
+    opt = torch.optim.Adam(field.optimizer_groups({"grid": lr_grid, "net": lr_net}),
+                           betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
     device = field.aabb.device
     bar = progress_bar(steps, desc="finetune", quiet=quiet)

@@ -99,7 +99,7 @@ class DistillConfig:
     """TensoRF density components per mode (VM, default 16) or in all (CP, default 96);
     appearance gets 1.5x (VM) or 2x (CP), as ``default_config``. TensoRF students only."""
     voxels: int = field(default=0, metadata=limits(0))
-    """TensoRF grid voxels (default: the teacher's if it is a TensoRF, else 300^3)."""
+    """TensoRF grid voxels (default: the teacher's finest lattice, else 300^3)."""
     step_scale: float = field(default=1.0, metadata=limits(0.0, lo_open=True))
     """Student render step as a multiple of the teacher's (an MLP costs more per sample than a
     grid: 2 halves its render and training cost)."""
@@ -136,8 +136,7 @@ def student_field(cfg: DistillConfig, teacher: Field) -> Field:
     base = default_config(cfg.family)
     density = cfg.components or base.density_components
     appearance = max(1, round(density * base.appearance_components / base.density_components))
-    voxels = cfg.voxels or (math.prod(teacher.config.resolution) if isinstance(teacher, TensoRF)
-                            else TrainConfig().n_voxels_final)
+    voxels = cfg.voxels or teacher.grid_voxels() or TrainConfig().n_voxels_final
     fcfg = default_config(cfg.family, resolution=grid_resolution(aabb, voxels),
                           density_components=density, appearance_components=appearance,
                           decoder_hidden=cfg.width or base.decoder_hidden)
@@ -281,13 +280,11 @@ def loss_terms(student: RadianceModel, teacher: RadianceModel, scene: Scene,
 
 
 def optimizer_for(field: Field, lr: float) -> torch.optim.Adam:
-    """Adam with the field's grids (``Field.param_groups``) at the trainer's grid rate and
-    networks at ``lr``."""
-    own = field.param_groups()
-    groups = [{"params": own.get("net", []), "lr": lr, "base_lr": lr}]
-    if own.get("grid"):
-        lr_grid = TrainConfig().lr_grid
-        groups.append({"params": own["grid"], "lr": lr_grid, "base_lr": lr_grid})
+    """Adam with the field's grids (``Field.optimizer_groups``) at the trainer's grid rate and
+    networks at ``lr``; each group remembers its ``base_lr`` for the decay."""
+    groups = field.optimizer_groups({"grid": TrainConfig().lr_grid, "net": lr})
+    for group in groups:
+        group["base_lr"] = group["lr"]
     return torch.optim.Adam(groups, betas=(0.9, 0.99))
 
 

@@ -4,9 +4,10 @@ remove whole components so the field really shrinks.
 - ``magnitude``: unstructured, the smallest-magnitude entries of the weight tensors, one
   threshold over all of them (``scope="global"``) or a share per tensor (``"layer"``), by
   the share to ``remove`` or an absolute ``threshold``; any field family.
-- ``importance``: grid fields; plane texels / line entries whose accumulated rendering weight
-  over training rays is negligible are zeroed in every channel (VQRF's voxel pruning, on
-  factor grids). ``keep_mass`` is the share of total importance the kept entries hold.
+- ``importance``: fields with feature grids; plane texels, line entries or hash-table entries
+  whose accumulated rendering weight over training rays is negligible are zeroed in every
+  channel (VQRF's voxel pruning). ``keep_mass`` is the share of total importance the kept
+  entries hold.
 - ``occupancy``: grid fields; entries no occupied cell projects onto.
 - ``neurons`` (structured): MLP NeRFs; the share ``remove`` of each trunk layer's neurons that
   matter least are removed, so every matrix really shrinks (``colour_branch=True``: the same
@@ -31,6 +32,7 @@ from nerfzip.compression.analysis.importance import (
     grid_importance,
     keep_by_importance,
     occupancy_importance,
+    require_grids,
     require_tensorf,
 )
 from nerfzip.compression.compressed import Compressed
@@ -91,7 +93,7 @@ def prune(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
         report = prune_neurons(c, cfg.remove, scene, cfg.refit_steps, cfg.refit_lr,
                                cfg.colour_branch, ctx.quiet)
     else:
-        require_tensorf(c.model, f"prune(method={method})")
+        require_grids(c.model, f"prune(method={method})")
         if method == "importance":
             if scene is None:
                 raise NerfzipError("prune(method=importance) needs the scene's training views")
@@ -142,9 +144,14 @@ def prune_magnitude(c: Compressed, remove: float, scope: str, threshold: float |
 def prune_grid_entries(c: Compressed, scores: dict[str, Tensor], keep_mass: float
                        ) -> dict[str, Any]:
     tensors = c.tensors()
+    grids = c.model.field.feature_grids()
     pruned = total = 0
     for name, score in scores.items():
-        keep = keep_by_importance(score, keep_mass).expand_as(tensors[name]).contiguous()
+        # Interpolation reads the neighbours of a kept entry: grow the kept set in space, but
+        # never across a hash table, whose neighbouring entries are unrelated.
+        dilate = 1 if grids[name].spatial else 0
+        keep = keep_by_importance(score, keep_mass, dilate).expand_as(
+            tensors[name]).contiguous()
         c.add(name, Mask(keep))
         pruned += int((~keep).sum())
         total += keep.numel()

@@ -1,6 +1,7 @@
 """The ``vq`` pass: vector quantization of grid features (the VQRF / VQ-TensoRF idea).
 
-Each plane texel (VM) or line entry (CP) holds one feature vector across the components. The
+Each entry of a feature grid (a plane texel of TensoRF VM, a line entry of CP, a hash-table
+entry) holds one feature vector along the grid's feature axis (``Field.feature_grids``). The
 vectors are clustered by importance-weighted k-means (importance: accumulated rendering weight,
 ``importance.py``); every vector is replaced by its cluster's centre except the most important
 ``keep`` fraction, which stay exact. Pruned (all-zero) vectors are left alone. The assignment
@@ -22,7 +23,7 @@ from torch import Tensor
 from nerfzip.compression.analysis.importance import (
     grid_importance,
     occupancy_importance,
-    require_tensorf,
+    require_grids,
 )
 from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.constraints import Codebook, constrained
@@ -99,11 +100,12 @@ class Config:
 @register_pass("vq", Config, api="vector_quantize")
 def vector_quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
                     ) -> tuple[Compressed, dict[str, Any]]:
-    """Importance-weighted k-means codebooks for the feature planes (VM) or lines (CP)."""
+    """Importance-weighted k-means codebooks for the field's feature grids (TensoRF VM planes,
+    CP lines, hash tables: ``Field.feature_grids``)."""
     codebook_size, keep, n_rays, iters, include, scene = (
         cfg.codebook_size, cfg.keep, cfg.n_rays, cfg.iters, cfg.include, ctx.scene)
     c = Compressed.of(model)
-    tensorf = require_tensorf(c.model, "vq")
+    grids = require_grids(c.model, "vq")
     if codebook_size < 2 or not 0.0 <= keep < 1.0:
         raise NerfzipError(f"vq: codebook size must be >= 2 and keep in [0, 1) (got "
                            f"{codebook_size}, {keep})")
@@ -111,14 +113,14 @@ def vector_quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassCon
         occupancy_importance(c.model)
     gen = torch.Generator().manual_seed(cfg.seed)
     tensors = c.tensors()
-    vm = tensorf.config.decomposition == "vm"
     report: dict[str, Any] = {"codebook_size": codebook_size, "keep": keep, "tensors": {},
                               "importance": "rays" if scene is not None else "occupancy"}
     for name, score in scores.items():
-        if (vm and ".planes." not in name) or include not in name:
+        axis = grids[name].axis
+        if not grids[name].vector_quantize or include not in name:
             continue
         x = constrained(tensors[name].detach(), c.constraints.get(name, []))
-        rows = x.movedim(1, -1).reshape(-1, x.shape[1])
+        rows = x.movedim(axis, -1).reshape(-1, x.shape[axis])
         w = score.reshape(-1)
         live = rows.abs().amax(dim=1) > 0
         live_idx = live.nonzero()[:, 0]
@@ -132,7 +134,7 @@ def vector_quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassCon
         centres, assign = kmeans(rows[vq_idx], w[vq_idx], k, iters, gen)
         indices = torch.full((rows.shape[0],), -1, dtype=torch.long, device=rows.device)
         indices[vq_idx] = assign
-        c.add(name, Codebook(1, indices, centres))
+        c.add(name, Codebook(axis, indices, centres))
         err = ((rows[vq_idx] - centres[assign]) ** 2).sum(1)
         report["tensors"][name] = {"vectors": int(rows.shape[0]), "live": int(live_idx.numel()),
                                    "exact": int(exact.numel()), "codebook": int(k),
