@@ -23,16 +23,18 @@ from nerfzip.training.config import defaults_for
 from nerfzip.training.trainer import train
 
 DEMO_ITERS = 600
-DEMO_PIPELINE = "prune(method=occupancy) vq(256, 0.01) quant(6, min_elements=1024) finetune(150)"
+DEMO_PIPELINE = ("prune(method=occupancy) vq(256, 0.01) quant(6, min_elements=1024) "
+                 "finetune(150, 1024)")
 
 
-def compressed_rows(model: RadianceModel, scene: Scene, run: Path, quiet: bool
+def compressed_rows(model: RadianceModel, scene: Scene, run: Path, quiet: bool,
+                    pipeline: str = DEMO_PIPELINE
                     ) -> list[tuple[str, int, float, float, float]]:
     """(file, bytes, PSNR, SSIM, decode seconds) of the model as .nrz files, each decoded and
     evaluated again."""
     variants = [("lossless.nrz", Compressed.of(model)),
                 ("8bit.nrz", run_pipeline(model, parse_pipeline("quant(8)"), scene)),
-                ("pipeline.nrz", run_pipeline(model, parse_pipeline(DEMO_PIPELINE), scene,
+                ("pipeline.nrz", run_pipeline(model, parse_pipeline(pipeline), scene,
                                               quiet=quiet))]
     rows = []
     for name, c in variants:
@@ -44,9 +46,11 @@ def compressed_rows(model: RadianceModel, scene: Scene, run: Path, quiet: bool
     return rows
 
 
-def run_demo(out: Path, iters: int | None = None, quiet: bool = False) -> dict:
+def run_demo(out: Path, iters: int | None = None, quiet: bool = False,
+             pipeline: str = DEMO_PIPELINE) -> dict:
     """Train, evaluate, render and compress on the procedural scene; print and return the
-    figures (``test``: the float32 model's results, ``files``: one entry per .nrz file)."""
+    figures (``test``: the float32 model's results, ``files``: one entry per .nrz file).
+    ``iters`` and ``pipeline`` shrink the run (the test suite's demo)."""
     t0 = time.perf_counter()
     scene = load_scene("procedural")
     cfg = replace(defaults_for("procedural", "tensorf-vm"), iters=iters or DEMO_ITERS)
@@ -57,7 +61,7 @@ def run_demo(out: Path, iters: int | None = None, quiet: bool = False) -> dict:
     video = render_path(model, scene.split("train").cameras, run / "render", "orbit",
                         n_frames=24, fmt="gif", quiet=quiet)
     size = (run / "model.safetensors").stat().st_size
-    files = compressed_rows(model, scene, run, quiet)
+    files = compressed_rows(model, scene, run, quiet, pipeline)
     rows = [("field", model.field.family), ("parameters", f"{model.field.num_parameters():,}"),
             ("model size", f"{size / 2**20:.2f} MB (float32 safetensors)"),
             ("training", f"{cfg.iters} steps, {t_train:.0f} s"),
@@ -77,7 +81,7 @@ def run_demo(out: Path, iters: int | None = None, quiet: bool = False) -> dict:
     for name, nbytes, psnr, ssim, dec in files:
         print(f"  {name:<14} {nbytes:>10,} {dense / nbytes:>7.1f}x {psnr:>7.2f} {ssim:>7.4f} "
               f"{dec:>6.2f}s")
-    print(f"  (pipeline.nrz: {DEMO_PIPELINE})")
+    print(f"  (pipeline.nrz: {pipeline})")
     return {"test": results, "files": [
         {"name": n, "bytes": b, "psnr": p, "ssim": s, "decode_seconds": d}
         for n, b, p, s, d in files]}
