@@ -6,8 +6,9 @@ and fox), then evaluates the final model, measures render time (median over 5 vi
 warm-up) and peak memory (max RSS). Writes
 ``benchmarks/records/train_<scene>_<field>.json``.
 Any training option of ``nerfzip train`` overrides the scene's defaults. ``--mark-every``
-evaluates the timed marks on a sparser subset (for fields whose renders take minutes; the final
-evaluation always uses the protocol's subset).
+evaluates the timed marks on a sparser subset (for fields whose renders take minutes);
+``--final-every`` does the same for the final evaluation and ``--render-views`` sets how many
+views the render time is the median of (default 5, the protocol's), both recorded and shown.
 
     python benchmarks/train.py --scene lego --field tensorf-vm --iters 1500 --marks 5 10 15
     python benchmarks/train.py --scene lego --field mlp-nerf --mlp-width 128 --mlp-depth 4 \
@@ -56,6 +57,10 @@ def main() -> None:
                     help="training minutes at which to evaluate the quick subset")
     ap.add_argument("--mark-every", type=int, default=None,
                     help="evaluate the marks on every N-th test view (default: the protocol's)")
+    ap.add_argument("--final-every", type=int, default=None,
+                    help="final evaluation on every N-th test view (default: the protocol's)")
+    ap.add_argument("--render-views", type=int, default=5,
+                    help="render time: median over this many test views (protocol: 5)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tag", default="")
     add_dataclass_options(ap, TrainConfig)
@@ -84,7 +89,8 @@ def main() -> None:
     t0 = time.perf_counter()
     model = trainer.run(callback=on_step, quiet=True)
     wall = time.perf_counter() - t0
-    final = evaluate(model, scene, "test", every=every, out_dir=out_dir / "eval", quiet=True)
+    final = evaluate(model, scene, "test", every=args.final_every or every,
+                     out_dir=out_dir / "eval", quiet=True)
     record = {
         "benchmark": "train", "scene": args.scene, "field": args.field,
         "command": "python " + " ".join(sys.argv),
@@ -93,7 +99,8 @@ def main() -> None:
         "test_subset": final["subset"], "test_views": final["views_evaluated"],
         "final_psnr": final["mean"]["psnr"], "final_ssim": final["mean"]["ssim"],
         "curve": curve, "render_seconds_median": render_seconds(
-            model, scene, [(i * 7) % len(scene.split("test")) for i in range(5)]),
+            model, scene, [(i * 7) % len(scene.split("test")) for i in range(args.render_views)]),
+        "render_views": args.render_views,
         "peak_rss_gb": peak_rss_gb(), "parameters": model.field.num_parameters(),
         "field_aabb": model.field.aabb.tolist(),
         "model_bytes": (out_dir / "model.safetensors").stat().st_size,
