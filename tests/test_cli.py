@@ -149,3 +149,6 @@ def test_demo_trains_compresses_and_decodes(tmp_path):
         < files["lossless.nrz"]["bytes"]
     assert files["lossless.nrz"]["psnr"] == out["test"]["mean"]["psnr"]  # identical renders
     assert files["pipeline.nrz"]["psnr"] > out["test"]["mean"]["psnr"] - 2.0
+    # The baked octree: within 2 dB of the field it was baked from, and faster to render.
+    assert files["octree.nrz"]["psnr"] > out["test"]["mean"]["psnr"] - 2.0
+    assert files["octree.nrz"]["seconds_per_view"] < files["lossless.nrz"]["seconds_per_view"]

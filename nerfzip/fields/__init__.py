@@ -1,6 +1,6 @@
-"""Radiance fields behind one interface (``base.Field``): TensoRF VM / CP, the MLP NeRF and
-Instant-NGP's hash grid."""
+"""Radiance fields behind one interface (``base.Field``): TensoRF VM / CP, the MLP NeRF,
+Instant-NGP's hash grid and the baked sparse voxel octree."""
 
 # Importing the modules registers their families: mlp-nerf; tensorf-vm and tensorf-cp;
-# hash-grid.
-from nerfzip.fields import hash_grid, mlp_nerf, tensorf  # noqa: F401
+# hash-grid; octree.
+from nerfzip.fields import hash_grid, mlp_nerf, octree, tensorf  # noqa: F401

@@ -8,6 +8,8 @@ Two samplers:
   termination).
 - ``hierarchical``: NeRF's coarse + fine sampling (stratified coarse samples, then inverse-CDF
   samples of the coarse weights), for MLP NeRFs such as the imported nerf-pytorch models.
+- ``octree``: exact traversal of an octree field's leaves (``rendering.octree``; a numba kernel
+  at inference on the CPU).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from torch import Tensor
 
 from nerfzip.data.cameras import RayBundle
 from nerfzip.fields.base import Field
+from nerfzip.fields.octree import Octree
 from nerfzip.rendering.occupancy import OccupancyGrid
+from nerfzip.rendering.octree import render_octree
 from nerfzip.rendering.samplers import clip_rays, march, pack_valid, sample_pdf, stratified, window
 from nerfzip.rendering.volrend import composite, render_weights, transmittance
 from nerfzip.utils.schema import limits
@@ -40,8 +44,9 @@ def setting(default: Any, lo: float | None = None, hi: float | None = None, **kw
 class RenderConfig:
     """How rays are sampled and composited (ranges checked when read from a file)."""
 
-    sampler: str = setting("occupancy", choices=("occupancy", "hierarchical"))
-    """"occupancy" (grid-guided marching) or "hierarchical" (NeRF coarse + fine)."""
+    sampler: str = setting("occupancy", choices=("occupancy", "hierarchical", "octree"))
+    """"occupancy" (grid-guided marching), "hierarchical" (NeRF coarse + fine) or "octree"
+    (leaf traversal of an octree field)."""
     step_size: float = setting(0.01, 0.0, lo_open=True)
     """Occupancy sampler: distance between samples, in field units."""
     max_samples: int = setting(2048, 1, 1 << 16)
@@ -68,6 +73,11 @@ def render_rays(field: Field, rays: RayBundle, background: Tensor, cfg: RenderCo
     """Colour (and opacity, sample count) of each ray: ``{"rgb": [R, 3], "acc": [R], ...}``."""
     if cfg.sampler == "hierarchical":
         return render_hierarchical(field, rays, background, cfg, train, generator)
+    if cfg.sampler == "octree":
+        if not isinstance(field, Octree):
+            raise ValueError(f"the octree sampler cannot render a {field.family} field")
+        return render_octree(field, rays, background, cfg.stop_transmittance,
+                             cfg.weight_threshold, train)
     if cfg.sampler != "occupancy":
         raise ValueError(f"unknown sampler {cfg.sampler!r}")
     if train or torch.is_grad_enabled():

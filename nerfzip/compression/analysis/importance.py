@@ -2,7 +2,8 @@
 
 The importance of a grid entry (a TensoRF plane texel or line entry, a hash-table entry) is the
 compositing weight of every sample along the training rays, splatted onto the field's feature
-grids with the coefficients interpolation reads them with. The field family does the splat
+grids with the coefficients interpolation reads them with; an octree leaf's is the sum of its
+segments' weights, which its renderer gives exactly. The field family does the splat
 (``Field.importance``, the adjoint of its own ``read_grid``), so these functions work for any
 family with feature grids.
 
@@ -20,8 +21,10 @@ from torch import Tensor
 from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import FeatureGrid
+from nerfzip.fields.octree import Octree
 from nerfzip.fields.tensorf import TensoRF
 from nerfzip.rendering.model import RadianceModel
+from nerfzip.rendering.octree import leaf_weights
 from nerfzip.rendering.renderer import sample_weights
 from nerfzip.utils.progress import progress_bar
 
@@ -68,8 +71,14 @@ def grid_importance(model: RadianceModel, scene: Scene, n_rays: int = 1 << 20,
     for start in range(0, n_rays, chunk):
         m = min(chunk, n_rays - start)
         rays, _ = scene.random_rays("train", m, gen)
-        pts, wts = sample_weights(field, rays.to(device), model.render, model.occupancy)
-        accumulate(out, field.importance(pts, wts))
+        if isinstance(field, Octree) and model.render.sampler == "octree":
+            # Leaf traversal gives each leaf's weight exactly: no samples to splat.
+            w = leaf_weights(field, rays.to(device), model.render.stop_transmittance, "sum")
+            accumulate(out, {name: w.float().view(1, -1).to(device)
+                             for name in field.feature_grids()})
+        else:
+            pts, wts = sample_weights(field, rays.to(device), model.render, model.occupancy)
+            accumulate(out, field.importance(pts, wts))
         bar.update(m)
     bar.close()
     return out

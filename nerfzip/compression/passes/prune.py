@@ -15,6 +15,8 @@ remove whole components so the field really shrinks.
   are refitted to reproduce the original layers (``neurons.py``), and ``refit_steps`` of
   distillation from the original (rendered novel-view rays plus point targets) then make the
   pruned model render like it.
+- ``leaves`` (structured): octree fields; the leaves holding the least rendering importance
+  are removed from the octree, the kept ones holding ``keep_mass`` of the total.
 - ``components`` (structured): grid fields; the share ``remove`` of density and appearance
   components with the smallest plane-norm x line-norm are removed from every mode (and the
   appearance basis loses the matching columns), so rendering does less work.
@@ -39,13 +41,15 @@ from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.constraints import Mask, constrained
 from nerfzip.compression.fit.neurons import REFIT_LR, prune_neurons
 from nerfzip.compression.registry import PassContext, register_pass
+from nerfzip.data.scene import Scene
 from nerfzip.errors import NerfzipError
+from nerfzip.fields.octree import Octree
 from nerfzip.fields.tensorf import FactorGrids
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.utils.schema import limits
 
 MIN_ELEMENTS = 1024
-METHODS = ("magnitude", "importance", "occupancy", "components", "neurons")
+METHODS = ("magnitude", "importance", "occupancy", "components", "neurons", "leaves")
 
 
 def weight_tensors(c: Compressed) -> dict[str, Tensor]:
@@ -61,15 +65,17 @@ class Config:
     remove: float = field(default=0.5, metadata=limits(0.0, 1.0))
     """Share removed: of the weights (magnitude), of the components or neurons (structured)."""
     method: str = field(default="magnitude", metadata=limits(choices=METHODS))
-    """magnitude, importance, occupancy (grid entries), components or neurons (structured)."""
+    """magnitude, importance, occupancy (grid entries), components, neurons or leaves
+    (structured)."""
     scope: str = field(default="global", metadata=limits(choices=("global", "layer")))
     """magnitude: one threshold over all weights (global) or the share per tensor (layer)."""
     threshold: float | None = None
     """magnitude: prune values at or below this magnitude instead of a share."""
     keep_mass: float = field(default=0.999, metadata=limits(0.0, 1.0))
-    """importance: share of the total rendering importance the kept grid entries hold."""
+    """importance, leaves: share of the total rendering importance the kept grid entries or
+    octree leaves hold."""
     n_rays: int = field(default=1 << 20, metadata=limits(1))
-    """importance: training rays the importance is accumulated over."""
+    """importance, leaves: training rays the importance is accumulated over."""
     refit_steps: int = field(default=0, metadata=limits(0))
     """neurons: distillation steps from the unpruned network after the rebuild."""
     refit_lr: float = field(default=REFIT_LR, metadata=limits(0.0, lo_open=True))
@@ -88,6 +94,8 @@ def prune(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
         report = prune_magnitude(c, cfg.remove, cfg.scope, cfg.threshold)
     elif method == "components":
         report = prune_components(c, cfg.remove)
+    elif method == "leaves":
+        report = prune_leaves(c, scene, cfg.keep_mass, cfg.n_rays)
     elif method == "neurons":
         _validate_share(cfg.remove)
         report = prune_neurons(c, cfg.remove, scene, cfg.refit_steps, cfg.refit_lr,
@@ -104,6 +112,8 @@ def prune(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
     c.project()
     args = {"remove": cfg.remove, "method": method, "scope": cfg.scope,
             "threshold": cfg.threshold, "keep_mass": cfg.keep_mass}
+    if method in ("importance", "leaves"):
+        args["n_rays"] = cfg.n_rays
     if method == "neurons":
         args |= {"refit_steps": cfg.refit_steps, "refit_lr": cfg.refit_lr,
                  "colour_branch": cfg.colour_branch}
@@ -213,3 +223,25 @@ def prune_components(c: Compressed, remove: float) -> dict[str, Any]:
     return {"density_components": int(dens_keep[0].numel()),
             "appearance_components": int(app_keep[0].numel()),
             "parameters_before": before, "parameters_after": field.num_parameters()}
+
+
+def prune_leaves(c: Compressed, scene: Scene | None, keep_mass: float, n_rays: int
+                 ) -> dict[str, Any]:
+    """Octree fields: remove the leaves of least rendering importance (the sum of their
+    segments' weights over ``n_rays`` training rays), keeping the fewest that hold
+    ``keep_mass`` of the total; the octree really shrinks (structure and leaf data)."""
+    field = c.model.field
+    if not isinstance(field, Octree):
+        raise NerfzipError(f"prune(method=leaves) works on octree fields (bake first), not "
+                           f"{field.family}")
+    if scene is None:
+        raise NerfzipError("prune(method=leaves) needs the scene's training views")
+    if c.constraints:
+        raise NerfzipError("prune(method=leaves) must come before passes that constrain "
+                           "tensors (it changes their shapes)")
+    score = grid_importance(c.model, scene, n_rays)[next(iter(field.feature_grids()))]
+    keep = keep_by_importance(score.view(1, -1).cpu(), keep_mass, dilate=0).view(-1)
+    before = field.config.leaves
+    c.model.field = field.keep_leaves(keep.to(field.masks.device))
+    return {"leaves_before": before, "leaves_after": c.model.field.config.leaves,
+            "keep_mass": keep_mass}
