@@ -15,6 +15,7 @@ Writes ``benchmarks/records/bake_<name>.json``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import tempfile
@@ -60,16 +61,18 @@ def frame_times(model, scene, views: list[int]) -> list[float]:  # noqa: ANN001
 
 
 @torch.no_grad()
-def samples_per_ray(model, scene, index: int) -> float:  # noqa: ANN001
-    """Leaf segments (octree) or field samples (other samplers) per ray of one view."""
+def samples_per_ray(model, scene, index: int) -> tuple[float, float]:  # noqa: ANN001
+    """Leaf segments (octree) or field samples (other samplers) per ray of one view, and the
+    cells the octree walk visited per ray (empty ones included)."""
     o, d = image_rays(scene.split("test").cameras, index, model.space.pixel_offset)
     rays = model.space.make_rays(o, d)
-    total = 0.0
+    total, cells = 0.0, 0.0
     for i in range(0, len(rays), model.render.chunk):
         out = render_rays(model.field, rays.index(slice(i, i + model.render.chunk)),
                           model.background, model.render, model.occupancy)
         total += float(out["num_samples"])
-    return total / len(rays)
+        cells += float(out.get("cells_visited", out["num_samples"]))
+    return total / len(rays), cells / len(rays)
 
 
 def scores(model, scene, views: list[int], targets: dict[int, torch.Tensor]  # noqa: ANN001
@@ -132,7 +135,7 @@ def main() -> None:
         times = frame_times(back, scene, [(i * 7) % n_test for i in range(5)])
         frame = statistics.median(times)
         h, w = scene.split("test").images.shape[1:3]
-        spr = samples_per_ray(back, scene, 0)
+        spr, cells = samples_per_ray(back, scene, 0)
         vs_gt = scores(back, scene, views, gt)
         vs_src = scores(back, scene, src_views, src_renders)
         bake_report = next((s["report"] for s in c.history if s["step"] == "bake"), {})
@@ -141,12 +144,13 @@ def main() -> None:
                "psnr_loss": src_scores["psnr"] - vs_gt["psnr"],
                "psnr_vs_source": vs_src["psnr"], "ssim_vs_source": vs_src["ssim"],
                "frame_seconds": frame, "fps": 1.0 / frame, "samples_per_ray": spr,
+               "cells_per_ray": cells,
                "ns_per_sample": 1e9 * frame / (spr * h * w),
                "core_ns_per_sample": 1e9 * frame * threads / (spr * h * w),
                "speedup": record["source"]["frame_seconds"] / frame,
                "leaves": back.field.config.leaves if back.field.family == "octree" else None,
                "depth": bake_report.get("depth"),
-               "command": "python " + " ".join(sys.argv),
+               "command": "python " + shlex.join(sys.argv),
                "commit": record["machine"]["commit"]}
         record["rows"] = [r for r in record["rows"] if r["pipeline"] != spec] + [row]
         print(f"  {spec:<50} {saved.bytes / 2**20:6.2f} MB  PSNR {row['psnr']:.2f} "

@@ -83,6 +83,11 @@ SECTIONS = {
                         ["model", "test views", "pipeline", "file", "smaller than float32",
                          "PSNR", "PSNR loss", "SSIM", "decode", "render time vs float32",
                          "compress time"]),
+    "bake": Section("### Baked octrees: real-time rendering on the CPU",
+                    ["model", "test views", "pipeline", "leaves (depth)", "file", "PSNR",
+                     "PSNR loss", "SSIM", "vs source render (PSNR / SSIM)", "frame",
+                     "frames/s", "vs source renderer", "segments/ray",
+                     "ns/segment (wall, core)", "bake + compress time"]),
     "int8": Section("### Dynamic int8 inference (`--int8 on`) against float32",
                     ["model", "test views", "precision", "PSNR", "SSIM", "render s/view",
                      "65,536 field queries", "colour RMS error there"]),
@@ -91,11 +96,26 @@ SECTIONS = {
 
 def row(section: str, cells: list[str], commit: str = "", command: str = "") -> Row:
     sec = SECTIONS[section]
-    key = command if sec.keyed_by_command else cells[0]
+    # A training run is its command at its commit: a rerun elsewhere adds a row.
+    key = f"{command} @ {commit}" if sec.keyed_by_command else cells[0]
     return Row(key, cells, commit, command)
 
 
 # --- rows from records ---
+FORMER_CPU = "Intel(R) Xeon(R) Processor"
+"""The processor of every run before the records named theirs in RESULTS.md."""
+
+
+def run_of(record: dict, commit: str | None = None) -> str:
+    """The commit of a record's run (or ``commit``), with its processor when that is not the
+    one the older runs had: figures from two machines are told apart on the page."""
+    machine = record.get("machine", {})
+    commit = commit or machine.get("commit", "")
+    cpu = machine.get("cpu")
+    return f"{commit}, {cpu}" if cpu and cpu != FORMER_CPU else commit
+
+
+
 def mark_views(mark: dict, record: dict) -> str:
     """A mark evaluated on fewer views than the final figure says how many."""
     n = mark.get("test_views", record["test_views"])
@@ -112,7 +132,7 @@ def train_rows(records: list[dict]) -> list[Row]:
             f"{r['test_views']} ({r['test_subset']})", marks, f"**{r['final_psnr']:.2f}**",
             f"{r['final_ssim']:.4f}", f"{r['render_seconds_median']:.2f}",
             f"{r['peak_rss_gb']:.2f} GB", f"{r['model_bytes'] / 2**20:.1f} MB"],
-            r["machine"]["commit"], r["command"]))
+            run_of(r), r["command"]))
     return out
 
 
@@ -123,7 +143,7 @@ def imported_rows(records: list[dict]) -> list[Row]:
         out.append(row("imported", [
             r["scene"], r["checkpoint"], r["sampling"], str(len(r["views"])), per,
             f"**{r['mean_psnr']:.2f}**", f"{r['mean_ssim']:.4f}",
-            f"{r['render_seconds_median']:.1f}"], r["machine"]["commit"], r["command"]))
+            f"{r['render_seconds_median']:.1f}"], run_of(r), r["command"]))
     return out
 
 
@@ -138,7 +158,7 @@ def codec_rows(records: list[dict]) -> list[Row]:
                 f"{x['encode_seconds']:.1f} s ({x['encode_mb_per_s']:.1f} MB/s)",
                 f"{x['decode_seconds']:.3f} s",
                 f"{x['psnr']:.2f} (float32 {x['psnr_float32']:.2f})",
-                vs_render(x["psnr_vs_float32_render"])], r["machine"]["commit"], r["command"]))
+                vs_render(x["psnr_vs_float32_render"])], run_of(r), r["command"]))
     return out
 
 
@@ -152,14 +172,36 @@ def compress_rows(records: list[dict]) -> list[Row]:
             r["name"], views, f"(float32, {r['parameters']:,} parameters)",
             f"{r['float32_bytes'] / 1e6:.2f} MB", "1x", f"{b['psnr']:.2f}", "—",
             f"{b['ssim']:.4f}", "—", seconds(b["render_seconds"]), "—"],
-            r["machine"]["commit"]))
+            run_of(r)))
         for x in r["rows"]:
             out.append(row("compress", [
                 r["name"], views, f"`{x['steps']}`", f"{x['bytes'] / 1e6:.3f} MB",
                 f"{x['ratio']:.1f}x", f"{x['psnr']:.2f}", f"{x['psnr_loss']:.2f} dB",
                 f"{x['ssim']:.4f}", f"{x['decode_seconds']:.2f} s", ratio(x["render_ratio"]),
-                f"{x['compress_seconds']:.0f} s"], x.get("commit", r["machine"]["commit"]),
+                f"{x['compress_seconds']:.0f} s"], run_of(r, x.get("commit")),
                 x["command"]))
+    return out
+
+
+def bake_rows(records: list[dict]) -> list[Row]:
+    out = []
+    for r in records:
+        src = r["source"]
+        views = f"{src['views']} (source renders: {src['views_vs_source']})"
+        out.append(row("bake", [
+            r["name"], views, f"(source: {r['source_family']})", "—", "—",
+            f"{src['psnr']:.2f}", "—", f"{src['ssim']:.4f}", "—",
+            f"{src['frame_seconds']:.2f} s", f"{1 / src['frame_seconds']:.2f}", "1x", "—", "—",
+            "—"], run_of(r)))
+        for x in r["rows"]:
+            out.append(row("bake", [
+                r["name"], views, f"`{x['steps']}`", f"{x['leaves']:,} ({x['depth']})",
+                f"{x['bytes'] / 2**20:.2f} MB", f"{x['psnr']:.2f}", f"{x['psnr_loss']:.2f} dB",
+                f"{x['ssim']:.4f}", f"{x['psnr_vs_source']:.2f} / {x['ssim_vs_source']:.4f}",
+                f"{x['frame_seconds'] * 1000:.0f} ms", f"**{x['fps']:.1f}**",
+                f"{x['speedup']:.0f}x", f"{x['samples_per_ray']:.1f}",
+                f"{x['ns_per_sample']:.0f}, {x['core_ns_per_sample']:.0f}",
+                f"{x['seconds']:.0f} s"], run_of(r, x.get("commit")), x["command"]))
     return out
 
 
@@ -180,7 +222,7 @@ def int8_rows(records: list[dict]) -> list[Row]:
             out.append(row("int8", [
                 r["name"], f"{r['views']} (every {r['every']}th)", label, f"{x['psnr']:.2f}",
                 f"{x['ssim']:.4f}", f"{x['render_seconds']:.2f}", f"{x['query_seconds']:.3f} s",
-                rms], r["machine"]["commit"], r["command"]))
+                rms], run_of(r), r["command"]))
     return out
 
 
@@ -193,7 +235,7 @@ def render_rows(records: list[dict]) -> list[Row]:
                 r["name"], f"{x['views']} (every {r['every']}th)", label,
                 f"{x['step_size']:.5f}", f"{x['psnr']:.3f}", f"{x['ssim']:.4f}",
                 f"**{x['render_seconds_median']:.2f}**",
-                f"{base / x['render_seconds_median']:.2f}x"], r["machine"]["commit"],
+                f"{base / x['render_seconds_median']:.2f}x"], run_of(r),
                 r["command"]))
     return out
 
@@ -387,14 +429,16 @@ def machine_line(machine: dict | None, old_body: str) -> str:
     if machine is None:  # no record yet: keep what the tables said
         return next((line for line in old_body.splitlines() if line.startswith("Machine:")),
                     "Machine: ?")
-    return (f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
-            f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}.")
+    return (f"Machine: {machine.get('cores', '?')} cores, torch {machine.get('torch', '?')}, "
+            f"Python {machine.get('python', '?')}; the processor is {FORMER_CPU} unless a "
+            "run names another after its commit (the same figures differ between the two: "
+            "compare only within one run).")
 
 
 def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     kind = {name: [r for r in records if r.get("benchmark") == name]
-            for name in ("train", "imported", "codec", "compress", "int8", "render")}
+            for name in ("train", "imported", "codec", "compress", "int8", "render", "bake")}
     compress = kind["compress"]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
@@ -403,7 +447,7 @@ def main() -> None:
     fresh = {"train": train_rows(kind["train"]), "render": render_rows(kind["render"]),
              "imported": imported_rows(kind["imported"]), "codec": codec_rows(kind["codec"]),
              "entropy": entropy_rows(kind["codec"]), "compress": compress_rows(compress),
-             "int8": int8_rows(kind["int8"])}
+             "int8": int8_rows(kind["int8"]), "bake": bake_rows(kind["bake"])}
     machine = next((r["machine"] for r in records if "machine" in r), None)
     lines = [START, "", machine_line(machine, body), ""]
     for section in SECTIONS:  # (their order is the page's)

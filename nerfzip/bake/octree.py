@@ -43,6 +43,9 @@ from nerfzip.utils.schema import limits
 
 QUERY_CHUNK = 1 << 16
 """Source field queries per call."""
+OCTREE_CHUNK = 1 << 16
+"""Rays an octree model renders per call: one kernel call over many rays costs less in
+conversions than many small ones, and the kernel itself needs no working memory per sample."""
 MIN_SIGMA = 1e-2
 """Smallest density a baked leaf starts with: a leaf at exactly 0 would sit on the ReLU's flat
 side, where fine-tuning gives it no gradient."""
@@ -293,6 +296,6 @@ def bake(model: RadianceModel, cfg: BakeConfig, scene: Scene | None = None,
     render = RenderConfig(sampler="octree",
                           stop_transmittance=model.render.stop_transmittance,
                           weight_threshold=model.render.weight_threshold,
-                          chunk=model.render.chunk)
+                          chunk=OCTREE_CHUNK)
     meta = {k: v for k, v in model.meta.items() if k not in ("decode",)}
     return RadianceModel(tree, render, model.space, None, meta), report

@@ -35,6 +35,12 @@ except ImportError:  # the reference renders everything without it
     numba = None
 
 
+PARALLEL_CHUNK = 64
+"""Rays a thread takes at a time: rays that miss the scene finish at once and rays through it
+take long, so small chunks handed out dynamically balance the threads (numba's default splits
+the rays into one static block per thread)."""
+
+
 def available() -> bool:
     """Whether numba is installed (``pip install numba``; a dependency of nerfzip)."""
     return numba is not None
@@ -106,7 +112,7 @@ if numba is not None:
     @njit(parallel=True, cache=True)
     def _render_sh(g0, dg, inv, eps_t, norm, t_enter, t_exit, masks, first, popc, depth,
                    sigma, coeffs, basis, background, stop, threshold, rgb, acc,
-                   steps, scratch):  # noqa: ANN001
+                   steps, cells, scratch):  # noqa: ANN001
         k = basis.shape[1]
         for r in prange(g0.shape[0]):
             t = t_enter[r]
@@ -114,10 +120,12 @@ if numba is not None:
             trans = 1.0
             c0 = c1 = c2 = 0.0
             count = 0
+            visited = 0
             path, prev = _walk_state(scratch, r)
             while t < te and trans > stop:
                 leaf, t_out = _step(r, t, g0, dg, inv, eps_t[r], te, masks, first, popc,
                                     depth, path, prev)
+                visited += 1
                 if leaf >= 0:
                     count += 1
                     s = sigma[leaf]
@@ -141,6 +149,7 @@ if numba is not None:
             rgb[r, 2] = c2 + trans * background[2]
             acc[r] = 1.0 - trans
             steps[r] = count
+            cells[r] = visited
 
     @njit(parallel=True, cache=True)
     def _visible(g0, dg, inv, eps_t, norm, t_enter, t_exit, masks, first, popc, depth, sigma,
@@ -235,9 +244,11 @@ def leaf_arrays(field: Octree) -> dict[str, np.ndarray]:
         return cached[1]
     s = field.structure()
     arrays = {"masks": s.masks.cpu().numpy(), "first": s.first.cpu().numpy(),
-              "sigma": torch.relu(field.sigma.detach()).double().cpu().numpy()}
+              "sigma": torch.relu(field.sigma.detach()).float().cpu().numpy()}
     if field.config.appearance == "sh":
-        arrays["coeffs"] = field.sh.detach().T.double().contiguous().cpu().numpy()
+        # Leaf-major float32: a leaf's coefficients in one or two cache lines (the kernel
+        # computes in float64 from these exact values, as the reference does in float32).
+        arrays["coeffs"] = field.sh.detach().T.float().contiguous().cpu().numpy()
     _ARRAYS[field] = (key, arrays)
     return arrays
 
@@ -279,19 +290,24 @@ def render(field: Octree, rays: RayBundle, background: Tensor, stop_transmittanc
         basis = spherical_harmonics(rays.viewdirs.double())[:, :k].contiguous().numpy()
         rgb = np.zeros((r, 3))
         steps = np.zeros(r, dtype=np.int64)
-        _render_sh(*geo, la["coeffs"], basis, bg, stop_transmittance, weight_threshold, rgb,
-                   acc, steps, scratch(r, field))
+        cells = np.zeros(r, dtype=np.int64)
+        with numba.parallel_chunksize(PARALLEL_CHUNK):
+            _render_sh(*geo, la["coeffs"], basis, bg, stop_transmittance, weight_threshold, rgb,
+                       acc, steps, cells, scratch(r, field))
         return {"rgb": torch.from_numpy(rgb).float(), "acc": torch.from_numpy(acc).float(),
-                "num_samples": torch.tensor(float(steps.sum()))}
+                "num_samples": torch.tensor(float(steps.sum())),
+                "cells_visited": torch.tensor(float(cells.sum()))}
     counts = np.zeros(r, dtype=np.int64)
     empty_i, empty_w = np.zeros(0, dtype=np.int64), np.zeros(0)
-    _visible(*geo, stop_transmittance, weight_threshold, counts, empty_i, empty_w, acc, True,
-             scratch(r, field))
+    with numba.parallel_chunksize(PARALLEL_CHUNK):
+        _visible(*geo, stop_transmittance, weight_threshold, counts, empty_i, empty_w, acc, True,
+                 scratch(r, field))
     offsets = np.cumsum(counts) - counts
     leaf = np.zeros(int(counts.sum()), dtype=np.int64)
     weight = np.zeros(leaf.shape[0])
-    _visible(*geo, stop_transmittance, weight_threshold, offsets, leaf, weight, acc, False,
-             scratch(r, field))
+    with numba.parallel_chunksize(PARALLEL_CHUNK):
+        _visible(*geo, stop_transmittance, weight_threshold, offsets, leaf, weight, acc, False,
+                 scratch(r, field))
     ray_of = torch.repeat_interleave(torch.arange(r), torch.from_numpy(counts))
     leaf_t = torch.from_numpy(leaf)
     colours = field.leaf_color(leaf_t, rays.viewdirs[ray_of])
@@ -334,11 +350,13 @@ def trace(field: Octree, rays: RayBundle, stop_transmittance: float
            la["sigma"], stop_transmittance)
     counts = np.zeros(r, dtype=np.int64)
     work = scratch(r, field)
-    _segments(*geo, counts, np.zeros(0, dtype=np.int64), np.zeros(0), True, work)
+    with numba.parallel_chunksize(PARALLEL_CHUNK):
+        _segments(*geo, counts, np.zeros(0, dtype=np.int64), np.zeros(0), True, work)
     offsets = np.cumsum(counts) - counts
     leaf = np.zeros(int(counts.sum()), dtype=np.int64)
     length = np.zeros(leaf.shape[0])
-    _segments(*geo, offsets, leaf, length, False, work)
+    with numba.parallel_chunksize(PARALLEL_CHUNK):
+        _segments(*geo, offsets, leaf, length, False, work)
     s = int(counts.max()) if r else 0
     ray = np.repeat(np.arange(r), counts)
     pos = np.arange(leaf.shape[0]) - np.repeat(offsets, counts)
