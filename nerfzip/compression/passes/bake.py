@@ -1,4 +1,4 @@
-"""The ``bake`` pass: any field sampled into a sparse voxel octree (``bake/octree.py``) that
+"""The ``bake`` pass: any field sampled into a sparse voxel octree (``baking/octree.py``) that
 renders by exact leaf traversal (a numba kernel on the CPU); later passes compress its leaves
 (``quant``, ``vq``) and ``finetune`` trains them through the octree renderer."""
 
@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from nerfzip.bake.octree import BakeConfig, bake
+from nerfzip.baking.octree import BakeConfig, bake
 from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.rendering.model import RadianceModel
