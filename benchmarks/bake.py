@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import RECORDS
+from common import RECORDS, render_seconds
 
 from nerfzip.codec import nrz
 from nerfzip.compression.pipeline import PRESETS, parse_pipeline, run_pipeline
@@ -47,17 +47,6 @@ def load_source(args: argparse.Namespace):  # noqa: ANN201
         return import_nerf_pytorch(ckpt, scene), scene
     model = load_model(args.model)
     return model, load_scene(model.space.source, downscale=model.space.downscale)
-
-
-def frame_times(model, scene, views: list[int]) -> list[float]:  # noqa: ANN001
-    """Wall seconds of each full-resolution view, after one warm-up render."""
-    model.render_view(scene, "test", views[0])
-    out = []
-    for i in views:
-        t0 = time.perf_counter()
-        model.render_view(scene, "test", i)
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 @torch.no_grad()
@@ -114,13 +103,13 @@ def main() -> None:
                    for i in sorted(set(views) | set(src_views))}
     per = [image_metrics(src_renders[i], gt[i]) for i in views]
     src_scores = {k: statistics.mean(p[k] for p in per) for k in ("psnr", "ssim")}
-    src_times = frame_times(source, scene, [(i * 7) % n_test
-                                            for i in range(args.source_views)])
+    src_seconds = render_seconds(source, scene, [(i * 7) % n_test
+                                                 for i in range(args.source_views)])
     record = read_json(out_json) if args.append and out_json.exists() else {
         "benchmark": "bake", "name": args.name, "scene": scene.name,
         "source_family": source.field.family, "rows": []}
     record.update({"source": {"psnr": src_scores["psnr"], "ssim": src_scores["ssim"],
-                              "frame_seconds": statistics.median(src_times),
+                              "frame_seconds": src_seconds,
                               "views": len(views), "views_vs_source": len(src_views)},
                    "machine": machine_info(), "threads": threads})
     for spec in args.pipelines:
@@ -132,8 +121,7 @@ def main() -> None:
         t0 = time.perf_counter()
         back = nrz.load(tmp / "o.nrz")
         decode_s = time.perf_counter() - t0
-        times = frame_times(back, scene, [(i * 7) % n_test for i in range(5)])
-        frame = statistics.median(times)
+        frame = render_seconds(back, scene, [(i * 7) % n_test for i in range(5)])
         h, w = scene.split("test").images.shape[1:3]
         spr, cells = samples_per_ray(back, scene, 0)
         vs_gt = scores(back, scene, views, gt)

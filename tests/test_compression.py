@@ -9,7 +9,6 @@ import copy
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 import torch
@@ -20,22 +19,18 @@ from nerfzip.compression.constraints import Codebook, Mask, QuantGrid, constrain
 from nerfzip.compression.passes.quant import calibrated_grid
 from nerfzip.compression.passes.vq import kmeans
 from nerfzip.compression.pipeline import load_pipeline_yaml, parse_pipeline, run_pipeline
-from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.evaluation.evaluate import evaluate
-from nerfzip.training.config import defaults_for
-from nerfzip.training.trainer import train
 
 
 @pytest.fixture(scope="module")
-def scene():
-    return load_procedural()
+def scene(procedural_scene):
+    return procedural_scene
 
 
 @pytest.fixture(scope="module")
-def trained(scene, tmp_path_factory):
-    cfg = replace(defaults_for("procedural", "tensorf-vm"), iters=300)
-    return train(scene, cfg, tmp_path_factory.mktemp("run"), quiet=True)
+def trained(trained_vm):
+    return trained_vm
 
 
 def psnr(model, scene) -> float:

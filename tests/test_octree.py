@@ -6,7 +6,6 @@ round trips through .nrz, compression passes on the leaves, and bad files."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -14,14 +13,11 @@ import torch
 from nerfzip.codec import nrz
 from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
 from nerfzip.data.cameras import RayBundle
-from nerfzip.data.procedural import load_procedural
 from nerfzip.errors import NerfzipError
 from nerfzip.evaluation.evaluate import evaluate
 from nerfzip.fields.octree import Octree, OctreeConfig, OctreeStructure, demorton, morton
 from nerfzip.rendering import octree_kernel
 from nerfzip.rendering.octree import leaf_weights, render_octree, trace
-from nerfzip.training.config import defaults_for
-from nerfzip.training.trainer import train
 
 AABB = torch.tensor([[-1.0, -1.2, -0.8], [1.0, 1.1, 0.9]])
 needs_numba = pytest.mark.skipif(not octree_kernel.available(), reason="numba not installed")
@@ -110,6 +106,32 @@ def test_numba_kernel_agrees_with_the_reference(appearance):
         assert (a > 0).sum() > 100 and (a - b).abs().max() < 1e-6
 
 
+@needs_numba
+def test_kernel_reads_vector_quantized_leaves_from_their_codebook():
+    tree, _ = random_tree()
+    with torch.no_grad():  # 20 distinct colour vectors, as the vq pass leaves them
+        codebook = torch.randn(tree.sh.shape[0], 20)
+        tree.sh.copy_(codebook[:, torch.arange(tree.config.leaves) % 20])
+    arrays = octree_kernel.leaf_arrays(tree)
+    assert arrays["coeffs"].shape[0] == 20 and arrays["palette"].shape[0] == tree.config.leaves
+    rays = rays_towards_box()
+    bg = torch.tensor([0.0, 0.3, 1.0])
+    with torch.no_grad():
+        ref = render_octree(tree, rays, bg, 1e-4, 1e-4, kernel="torch")
+        fast = render_octree(tree, rays, bg, 1e-4, 1e-4, kernel="numba")
+    assert float(ref["acc"].mean()) > 0.1
+    assert (ref["rgb"] - fast["rgb"]).abs().max() < 1e-4
+
+
+def test_palette_is_exact_or_absent():
+    rows = torch.randn(12, 5).numpy()[torch.arange(1000) % 12]
+    table, index = octree_kernel.palette(rows)
+    assert table.shape == (12, 5) and (table[index] == rows).all()
+    distinct = torch.randn(1000, 5).numpy()  # nothing to share: the rows stay as they are
+    table, index = octree_kernel.palette(distinct)
+    assert table is distinct and index.shape == (0,)
+
+
 def test_early_termination_stops_where_the_ray_is_opaque():
     tree, _ = random_tree()
     with torch.no_grad():
@@ -120,14 +142,13 @@ def test_early_termination_stops_where_the_ray_is_opaque():
 
 
 @pytest.fixture(scope="module")
-def scene():
-    return load_procedural()
+def scene(procedural_scene):
+    return procedural_scene
 
 
 @pytest.fixture(scope="module")
-def source(scene, tmp_path_factory):
-    cfg = replace(defaults_for("procedural", "tensorf-vm"), iters=300)
-    return train(scene, cfg, tmp_path_factory.mktemp("run"), quiet=True)
+def source(trained_vm):
+    return trained_vm
 
 
 @pytest.fixture(scope="module")

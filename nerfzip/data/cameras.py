@@ -121,11 +121,15 @@ def pixel_rays(cameras: Cameras, cam_idx: Tensor, u: Tensor, v: Tensor, offset: 
         if bool((dist != 0).any()):
             x, y = undistort_points(x, y, dist)
     dirs_cam = torch.stack([x, -y, -torch.ones_like(x)], dim=-1)
-    c2w = cameras.c2w[cam_idx].float()
-    dirs = torch.einsum("mij,mj->mi", c2w[:, :, :3], dirs_cam)
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    origins = c2w[:, :, 3].expand_as(dirs).contiguous()
-    return origins, dirs
+    if cameras.c2w.shape[0] == 1:  # one camera (a whole image): one matrix product
+        c2w = cameras.c2w[0].float()
+        dirs = dirs_cam @ c2w[:, :3].T
+        origins = c2w[:, 3].expand_as(dirs).contiguous()
+    else:
+        c2w = cameras.c2w[cam_idx].float()
+        dirs = torch.einsum("mij,mj->mi", c2w[:, :, :3], dirs_cam)
+        origins = c2w[:, :, 3].expand_as(dirs).contiguous()
+    return origins, dirs / dirs.norm(dim=-1, keepdim=True)
 
 
 def image_rays(cameras: Cameras, index: int, offset: float = 0.5) -> tuple[Tensor, Tensor]:
@@ -133,8 +137,8 @@ def image_rays(cameras: Cameras, index: int, offset: float = 0.5) -> tuple[Tenso
     (``offset``: where in the pixel the ray passes, as in ``pixel_rays``)."""
     w, h = int(cameras.width[index]), int(cameras.height[index])
     v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    cam = torch.full((h * w,), index, dtype=torch.long)
-    return pixel_rays(cameras, cam, u.reshape(-1), v.reshape(-1), offset)
+    cam = torch.zeros(h * w, dtype=torch.long)
+    return pixel_rays(cameras[index], cam, u.reshape(-1), v.reshape(-1), offset)
 
 
 def to_ndc(origins: Tensor, directions: Tensor, focal: float, width: int, height: int,

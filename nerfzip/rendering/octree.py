@@ -18,27 +18,9 @@ from torch import Tensor
 
 from nerfzip.data.cameras import RayBundle
 from nerfzip.fields.octree import Octree, OctreeStructure
-from nerfzip.rendering.samplers import ray_aabb
+from nerfzip.rendering import octree_kernel
+from nerfzip.rendering.octree_lattice import LOOKUP_EPS, PARALLEL_EPS, grid_rays, ray_range
 from nerfzip.rendering.volrend import composite, render_weights
-
-LOOKUP_EPS = 1e-5
-"""Where a segment's leaf is looked up: this far (in leaves) past the segment's start, so that
-a point on a cell face falls in the cell the ray enters."""
-
-
-def ray_range(rays: RayBundle, aabb: Tensor) -> tuple[Tensor, Tensor]:
-    """Each ray's [t_enter, t_exit] inside the box and [near, far] (float64 [R])."""
-    o, d = rays.origins.double(), rays.directions.double()
-    t0, t1 = ray_aabb(o, d, aabb.double())
-    return torch.maximum(t0, rays.near.double()), torch.minimum(t1, rays.far.double())
-
-
-def grid_rays(rays: RayBundle, aabb: Tensor, depth: int) -> tuple[Tensor, Tensor]:
-    """Ray origins and directions in lattice units, where a leaf is the unit cube: [R, 3]
-    float64 each."""
-    lo, hi = aabb[0].double(), aabb[1].double()
-    scale = (1 << depth) / (hi - lo)
-    return (rays.origins.double() - lo) * scale, rays.directions.double() * scale
 
 
 @torch.no_grad()
@@ -56,9 +38,8 @@ def trace(structure: OctreeStructure, aabb: Tensor, rays: RayBundle, sigma: Tens
     g0, dg = grid_rays(rays, aabb, depth)
     t, t_exit = ray_range(rays, aabb)
     norm = rays.directions.double().norm(dim=-1)
-    # 1 / dg with the sign kept, and a huge value on axis-parallel rays (the face is never hit).
-    safe = torch.where(dg.abs() < 1e-12, torch.full_like(dg, 1e-12), dg)
-    inv = 1.0 / safe
+    parallel = dg.abs() < PARALLEL_EPS  # never leaves a cell through these faces
+    inv = 1.0 / torch.where(parallel, torch.ones_like(dg), dg)
     eps_t = LOOKUP_EPS / dg.abs().amax(dim=-1).clamp(min=1e-12)
     trans = torch.ones(r, dtype=torch.float64, device=device)
     active = torch.nonzero(t < t_exit)[:, 0]
@@ -72,7 +53,8 @@ def trace(structure: OctreeStructure, aabb: Tensor, rays: RayBundle, sigma: Tens
         size = torch.ones_like(level) << (depth - level)
         lo = (cell // size[:, None]) * size[:, None]
         bound = torch.where(dg[active] > 0, lo + size[:, None], lo).double()
-        t_out = ((bound - g0[active]) * inv[active]).amin(dim=-1)
+        t_axis = (bound - g0[active]) * inv[active]
+        t_out = torch.where(parallel[active], torch.inf, t_axis).amin(dim=-1)
         t_out = torch.minimum(torch.maximum(t_out, ta + eps_t[active]), t_exit[active])
         length = (t_out - ta) * norm[active]
         hit = leaf >= 0
@@ -139,11 +121,8 @@ def render_octree(field: Octree, rays: RayBundle, background: Tensor, stop_trans
     when numba is installed, "numba" insists, "torch" never) the kernel renders at inference
     and finds the segments in training (PyTorch then composites them differentiably);
     elsewhere the PyTorch reference does both."""
-    on_cpu = kernel != "torch" and field.aabb.device.type == "cpu"
-    if on_cpu:
-        from nerfzip.rendering import octree_kernel
-
-        on_cpu = octree_kernel.available() or kernel == "numba"
+    on_cpu = (kernel != "torch" and field.aabb.device.type == "cpu"
+              and (octree_kernel.available() or kernel == "numba"))
     if on_cpu and not train and not torch.is_grad_enabled():
         return octree_kernel.render(field, rays, background, stop_transmittance,
                                     weight_threshold)
@@ -165,11 +144,9 @@ def leaf_weights(field: Octree, rays: RayBundle, stop_transmittance: float,
     (``kernel`` as ``render_octree``)."""
     if reduce not in ("max", "sum"):
         raise ValueError(f"reduce must be max or sum, not {reduce!r}")
-    if kernel != "torch" and rays.origins.device.type == "cpu":
-        from nerfzip.rendering import octree_kernel
-
-        if octree_kernel.available() or kernel == "numba":
-            return octree_kernel.leaf_weights(field, rays, stop_transmittance, reduce)
+    if (kernel != "torch" and rays.origins.device.type == "cpu"
+            and (octree_kernel.available() or kernel == "numba")):
+        return octree_kernel.leaf_weights(field, rays, stop_transmittance, reduce)
     sigma = torch.relu(field.sigma.detach())
     leaf, length, _ = trace(field.structure(), field.aabb, rays, sigma, stop_transmittance)
     valid = leaf >= 0

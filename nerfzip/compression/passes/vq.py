@@ -43,9 +43,20 @@ def nearest(x: Tensor, centres: Tensor, chunk: int = 16384) -> Tensor:
     return out
 
 
+SEED_SAMPLE = 32
+"""k-means++ seeds from at most this many points per centre (at least 131072), drawn by
+weight: seeding makes one pass over its points per centre, which over the 10^6 leaves of a
+baked octree and 4096 centres took many minutes; Lloyd's iterations then use every point."""
+
+
 def kmeans_pp(x: Tensor, p: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
     """Weighted k-means++ seeding: each new centre drawn with probability ~ weight x squared
-    distance to the nearest centre so far (one pass over the data per centre)."""
+    distance to the nearest centre so far (one pass over the data per centre), over a
+    weighted sample of the points when they are many (``SEED_SAMPLE``)."""
+    m = max(SEED_SAMPLE * k, 1 << 17)
+    if x.shape[0] > m:
+        pick = torch.multinomial(p.cpu(), m, generator=generator).to(x.device)
+        x, p = x[pick], torch.ones(m, device=x.device)  # drawn by weight: now equal
     first = torch.multinomial(p.cpu(), 1, generator=generator).item()
     centres = [x[first]]
     d2 = ((x - x[first]) ** 2).sum(1)
