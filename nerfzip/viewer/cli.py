@@ -1,0 +1,34 @@
+"""The viewer's commands, ``export-web`` and ``view``, added to the ``nerfzip`` parser."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("export-web", help="write a static web page that renders a baked octree "
+                       "in the browser (WebGL2)")
+    w.add_argument("file", help=".nrz file of a baked octree (SH appearance)")
+    w.add_argument("--out", "-o", required=True,
+                   help="folder to write: index.html, its script and the scene data (an "
+                        "earlier export there is replaced)")
+    w.add_argument("--sh-degree", type=int, default=None,
+                   help="keep SH bands up to this degree (default: all the file has; lower "
+                        "is smaller and loses view dependence)")
+    w.add_argument("--camera", default=None,
+                   help="first camera: width,height,fx,fy,cx,cy and c2w's 12 numbers by rows "
+                        "(default: the scene's first test view)")
+
+
+def cmd_export_web(args: argparse.Namespace) -> None:
+    from nerfzip.viewer.camera import View
+    from nerfzip.viewer.export import export_web
+
+    view = View.from_fragment(args.camera) if args.camera else None
+    report = export_web(args.file, args.out, args.sh_degree, view)
+    print(report.line())
+    print(f"serve it with any static host, e.g.: python -m http.server -d {report.folder} "
+          "8000, then open http://localhost:8000/")
+
+
+COMMANDS = {"export-web": cmd_export_web}

@@ -1,0 +1,554 @@
+// nerfzip web viewer: renders a baked octree (nerfzip's octree family) with WebGL2.
+// Written for nerfzip (MIT licence); no dependencies. Layout of scene.json / scene.bin.gz:
+// docs/web.md. Every pixel's ray is cut into the leaf segments it crosses, as the Python
+// renderer (nerfzip/rendering/octree.py) does: alpha = 1 - exp(-sigma * length), colour =
+// sigmoid(sum_k c_k Y_k(d)), early termination when the transmittance drops below a threshold.
+//
+// URL fragment (all optional): #camera=W,H,fx,fy,cx,cy,c2w(12 numbers, row by row) pins the
+// camera and the canvas size; &ui=0 hides the panel; &moving=S renders at S times the
+// resolution while the camera moves (default 0.5).
+"use strict";
+
+(function () {
+  const state = { ready: false, error: null, frames: 0, firstFrameMs: null, lastFrameMs: null };
+  window.nerfzip = state;
+
+  const VERT = `#version 300 es
+in vec2 aPos;
+void main() { gl_Position = vec4(aPos, 0.0, 1.0); }`;
+
+  const FRAG = `#version 300 es
+precision highp float;
+precision highp int;
+precision highp usampler2D;
+precision highp sampler2DArray;
+uniform usampler2D uNodes;      // per node: (child mask, index of the first child)
+uniform sampler2D uSigma;       // per leaf: density (float16)
+uniform sampler2DArray uSH;     // per leaf: 8-bit SH codes, 4 channels per layer
+uniform int uTexWidth;
+uniform int uDepth;
+uniform vec3 uLo;               // box corner and lattice cells per field unit
+uniform vec3 uScale;
+uniform vec3 uBoxLo;
+uniform vec3 uBoxHi;
+uniform mat3 uRot;              // c2w rotation
+uniform vec3 uEye;
+uniform vec4 uIntr;             // fx, fy, cx, cy (pixels of the render target)
+uniform float uHeight;
+uniform float uPixelOffset;
+uniform float uNear;
+uniform float uFar;
+uniform int uNdc;
+uniform vec4 uNdcP;             // focal, width, height, near of the NDC mapping
+uniform float uStopT;
+uniform float uWThresh;
+uniform vec3 uBg;
+uniform int uK;                 // SH coefficients per colour channel
+uniform int uLayers;
+uniform float uStep[48];        // per channel: value = offset + step * code
+uniform float uOffset[48];
+uniform int uMaxSteps;
+out vec4 outColor;
+
+ivec2 at(int i) { return ivec2(i % uTexWidth, i / uTexWidth); }
+
+uint popc8(uint x) {
+  x = x - ((x >> 1) & 0x55u);
+  x = (x & 0x33u) + ((x >> 2) & 0x33u);
+  return (x + (x >> 4)) & 0x0Fu;
+}
+
+void shBasis(vec3 d, out float Y[16]) {
+  float x = d.x, y = d.y, z = d.z;
+  float xx = x * x, yy = y * y, zz = z * z;
+  Y[0] = 0.28209479177387814;
+  Y[1] = -0.4886025119029199 * y; Y[2] = 0.4886025119029199 * z;
+  Y[3] = -0.4886025119029199 * x;
+  Y[4] = 1.0925484305920792 * x * y; Y[5] = -1.0925484305920792 * y * z;
+  Y[6] = 0.31539156525252005 * (3.0 * zz - 1.0); Y[7] = -1.0925484305920792 * x * z;
+  Y[8] = 0.5462742152960396 * (xx - yy);
+  Y[9] = -0.5900435899266435 * y * (3.0 * xx - yy); Y[10] = 2.890611442640554 * x * y * z;
+  Y[11] = -0.4570457994644658 * y * (5.0 * zz - 1.0);
+  Y[12] = 0.3731763325901154 * z * (5.0 * zz - 3.0);
+  Y[13] = -0.4570457994644658 * x * (5.0 * zz - 1.0);
+  Y[14] = 1.445305721320277 * z * (xx - yy);
+  Y[15] = -0.5900435899266435 * x * (xx - 3.0 * yy);
+}
+
+void main() {
+  // The ray of this pixel: pixel (u, v), row 0 at the top (nerfzip's pinhole convention).
+  float u = gl_FragCoord.x - 0.5;
+  float v = uHeight - gl_FragCoord.y - 0.5;
+  vec3 dc = vec3((u + uPixelOffset - uIntr.z) / uIntr.x, -(v + uPixelOffset - uIntr.w) / uIntr.y,
+                 -1.0);
+  vec3 dir = normalize(uRot * dc);
+  vec3 o = uEye;
+  vec3 d = dir;
+  float near = uNear, far = uFar;
+  if (uNdc == 1) {  // cameras.to_ndc
+    float f = uNdcP.x, W = uNdcP.y, H = uNdcP.z, n = uNdcP.w;
+    float t0 = -(n + o.z) / d.z;
+    o = o + t0 * d;
+    o = vec3(-2.0 * f / W * o.x / o.z, -2.0 * f / H * o.y / o.z, 1.0 + 2.0 * n / o.z);
+    vec3 ow = uEye + t0 * dir;
+    d = vec3(-2.0 * f / W * (dir.x / dir.z - ow.x / ow.z),
+             -2.0 * f / H * (dir.y / dir.z - ow.y / ow.z), -2.0 * n / ow.z);
+    near = 0.0; far = 1.0;
+  }
+  // Range inside the box and [near, far] (slab method).
+  vec3 dsafe = vec3(abs(d.x) < 1e-9 ? 1e-9 : d.x, abs(d.y) < 1e-9 ? 1e-9 : d.y,
+                    abs(d.z) < 1e-9 ? 1e-9 : d.z);
+  vec3 ta = (uBoxLo - o) / dsafe, tb = (uBoxHi - o) / dsafe;
+  vec3 tmin = min(ta, tb), tmax = max(ta, tb);
+  float tEnter = max(max(max(tmin.x, tmin.y), tmin.z), near);
+  float tExit = min(min(min(tmax.x, tmax.y), tmax.z), far);
+  float T = 1.0;
+  vec3 rgb = vec3(0.0);
+  if (tEnter < tExit) {
+    float Y[16];
+    shBasis(dir, Y);
+    // Per layer j and colour c: the dot product weights of the 4 codes, and the constant part.
+    vec4 wr[12], wg[12], wb[12];
+    vec3 base = vec3(0.0);
+    for (int j = 0; j < 12; j++) {
+      wr[j] = vec4(0.0); wg[j] = vec4(0.0); wb[j] = vec4(0.0);
+      if (j >= uLayers) continue;
+      for (int q = 0; q < 4; q++) {
+        int ch = 4 * j + q;
+        if (ch >= 3 * uK) continue;
+        int c = ch / uK;
+        float y = Y[ch - c * uK];
+        float w = uStep[ch] * 255.0 * y;  // texels hold code / 255
+        if (c == 0) { wr[j][q] = w; base.r += uOffset[ch] * y; }
+        else if (c == 1) { wg[j][q] = w; base.g += uOffset[ch] * y; }
+        else { wb[j][q] = w; base.b += uOffset[ch] * y; }
+      }
+    }
+    // Lattice units, origin moved to the box entry (float32 keeps its precision there).
+    int n = 1 << uDepth;
+    vec3 g0 = (o + tEnter * d - uLo) * uScale;
+    vec3 dg = d * uScale;
+    float norm = length(d);
+    vec3 dgs = vec3(abs(dg.x) < 1e-12 ? 1e-12 : dg.x, abs(dg.y) < 1e-12 ? 1e-12 : dg.y,
+                    abs(dg.z) < 1e-12 ? 1e-12 : dg.z);
+    vec3 inv = 1.0 / dgs;
+    float epsT = 1e-3 / max(max(abs(dg.x), abs(dg.y)), abs(dg.z));
+    float t = 0.0, tEnd = tExit - tEnter;
+    for (int i = 0; i < uMaxSteps; i++) {
+      if (t >= tEnd || T <= uStopT) break;
+      vec3 p = g0 + (t + epsT) * dg;
+      ivec3 cell = clamp(ivec3(floor(p)), ivec3(0), ivec3(n - 1));
+      int node = 0, level = uDepth, leaf = -1;
+      for (int l = 0; l < 12; l++) {  // descend from the root
+        if (l >= uDepth) break;
+        int bit = uDepth - 1 - l;
+        uint slot = uint(((cell.x >> bit) & 1) | (((cell.y >> bit) & 1) << 1) |
+                         (((cell.z >> bit) & 1) << 2));
+        uvec2 nf = texelFetch(uNodes, at(node), 0).xy;
+        if (((nf.x >> slot) & 1u) == 0u) { level = l + 1; break; }
+        node = int(nf.y + popc8(nf.x & ((1u << slot) - 1u)));
+        if (l == uDepth - 1) leaf = node;
+      }
+      int size = 1 << (uDepth - level);
+      vec3 lo = vec3((cell / size) * size);
+      vec3 bound = vec3(dg.x > 0.0 ? lo.x + float(size) : lo.x,
+                        dg.y > 0.0 ? lo.y + float(size) : lo.y,
+                        dg.z > 0.0 ? lo.z + float(size) : lo.z);
+      vec3 tt = (bound - g0) * inv;
+      float tOut = min(max(min(min(tt.x, tt.y), tt.z), t + epsT), tEnd);
+      if (leaf >= 0) {
+        ivec2 a = at(leaf);
+        float sigma = texelFetch(uSigma, a, 0).r;
+        float alpha = 1.0 - exp(-sigma * (tOut - t) * norm);
+        float w = T * alpha;
+        if (w > uWThresh) {
+          vec3 logit = base;
+          for (int j = 0; j < 12; j++) {
+            if (j >= uLayers) break;
+            vec4 code = texelFetch(uSH, ivec3(a, j), 0);
+            logit += vec3(dot(code, wr[j]), dot(code, wg[j]), dot(code, wb[j]));
+          }
+          rgb += w / (1.0 + exp(-logit));
+        }
+        T *= 1.0 - alpha;
+      }
+      t = tOut;
+    }
+  }
+  outColor = vec4(rgb + T * uBg, 1.0);
+}`;
+
+  // --- small vector helpers ------------------------------------------------------------------
+  const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+  const add = (a, b) => [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
+  const mul = (a, s) => [a[0] * s, a[1] * s, a[2] * s];
+  const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+  const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+    a[0] * b[1] - a[1] * b[0]];
+  const norm = (a) => Math.sqrt(dot(a, a));
+  const unit = (a) => mul(a, 1 / Math.max(norm(a), 1e-12));
+
+  function lookAt(eye, target, up) {  // c2w rows (3 x 4), camera looks down -z
+    const z = unit(sub(eye, target));
+    let x = cross(up, z);
+    if (norm(x) < 1e-9) x = cross([1, 0, 0], z);
+    x = unit(x);
+    const y = cross(z, x);
+    return [[x[0], y[0], z[0], eye[0]], [x[1], y[1], z[1], eye[1]], [x[2], y[2], z[2], eye[2]]];
+  }
+
+  function showError(msg) {
+    state.error = msg;
+    document.getElementById("error").textContent = "nerfzip: " + msg;
+    const panel = document.getElementById("panel");
+    if (panel) panel.classList.add("hidden");
+  }
+
+  function parseHash() {
+    const out = {};
+    for (const part of location.hash.replace(/^#/, "").split("&")) {
+      if (!part) continue;
+      const i = part.indexOf("=");
+      out[decodeURIComponent(i < 0 ? part : part.slice(0, i))] =
+        i < 0 ? "" : decodeURIComponent(part.slice(i + 1));
+    }
+    return out;
+  }
+
+  function cameraFromText(text) {
+    const v = text.split(",").map(Number);
+    if (v.length !== 18 || v.some((x) => !Number.isFinite(x))) {
+      throw new Error("#camera= needs 18 numbers: width,height,fx,fy,cx,cy,c2w (12, by rows)");
+    }
+    return { width: v[0], height: v[1], fx: v[2], fy: v[3], cx: v[4], cy: v[5],
+      c2w: [v.slice(6, 10), v.slice(10, 14), v.slice(14, 18)] };
+  }
+
+  function cameraText(cam) {
+    const nums = [cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy,
+      ...cam.c2w[0], ...cam.c2w[1], ...cam.c2w[2]];
+    return nums.map((x) => +x.toPrecision(7)).join(",");
+  }
+
+  async function fetchBytes(url) {
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+    let buf = new Uint8Array(await res.arrayBuffer());
+    if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {  // still gzip: unpack here
+      if (typeof DecompressionStream === "undefined") {
+        throw new Error("this browser cannot decompress gzip (DecompressionStream)");
+      }
+      const stream = new Blob([buf]).stream().pipeThrough(new DecompressionStream("gzip"));
+      buf = new Uint8Array(await new Response(stream).arrayBuffer());
+    }
+    return buf;
+  }
+
+  function section(meta, bytes, name) {
+    const s = meta.data.sections.find((x) => x.name === name);
+    if (!s || s.offset + s.length > bytes.byteLength) throw new Error(`scene data: no ${name}`);
+    return { s, view: bytes.subarray(s.offset, s.offset + s.length) };
+  }
+
+  // --- textures ------------------------------------------------------------------------------
+  function texSize(count, width) {
+    return [width, Math.max(1, Math.ceil(count / width))];
+  }
+
+  function makeTexture(gl, target) {
+    const tex = gl.createTexture();
+    gl.bindTexture(target, tex);
+    gl.texParameteri(target, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
+    gl.texParameteri(target, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
+    gl.texParameteri(target, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+    gl.texParameteri(target, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+    return tex;
+  }
+
+  function uploadOctree(gl, meta, bytes, width) {
+    const depth = meta.depth, nodes = meta.nodes, leaves = meta.leaves;
+    const masks = section(meta, bytes, "masks").view;
+    // Pointers from the masks (fields/octree.py, OctreeStructure.from_masks).
+    const [nw, nh] = texSize(nodes, width);
+    const nodeData = new Uint32Array(nw * nh * 2);
+    const pop = new Uint8Array(256);
+    for (let i = 0; i < 256; i++) pop[i] = (i & 1) + pop[i >> 1];
+    let start = 0, size = 1;
+    for (let l = 0; l < depth; l++) {
+      if (start + size > nodes) throw new Error("scene data: masks describe too many nodes");
+      const next = start + size;
+      let first = l < depth - 1 ? next : 0;
+      for (let i = start; i < next; i++) {
+        nodeData[2 * i] = masks[i];
+        nodeData[2 * i + 1] = first;
+        first += pop[masks[i]];
+      }
+      size = first - (l < depth - 1 ? next : 0);
+      start = next;
+    }
+    if (start !== nodes || size !== leaves) throw new Error("scene data: masks do not match");
+    const units = {};
+    units.nodes = makeTexture(gl, gl.TEXTURE_2D);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.RG32UI, nw, nh, 0, gl.RG_INTEGER, gl.UNSIGNED_INT,
+      nodeData);
+    const [lw, lh] = texSize(leaves, width);
+    const sig = section(meta, bytes, "sigma");
+    const sigma = new Uint16Array(lw * lh);
+    sigma.set(new Uint16Array(sig.view.buffer, sig.view.byteOffset, leaves));
+    units.sigma = makeTexture(gl, gl.TEXTURE_2D);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.R16F, lw, lh, 0, gl.RED, gl.HALF_FLOAT, sigma);
+    const sh = section(meta, bytes, "sh");
+    const channels = sh.s.shape[0];
+    const layers = Math.ceil(channels / 4);
+    const texels = lw * lh;
+    const codes = new Uint8Array(texels * 4 * layers);
+    for (let c = 0; c < channels; c++) {  // channel-major on the wire -> RGBA layers
+      const src = sh.view.subarray(c * leaves, (c + 1) * leaves);
+      const base = Math.floor(c / 4) * texels * 4 + (c % 4);
+      for (let i = 0; i < leaves; i++) codes[base + 4 * i] = src[i];
+    }
+    units.sh = makeTexture(gl, gl.TEXTURE_2D_ARRAY);
+    gl.texImage3D(gl.TEXTURE_2D_ARRAY, 0, gl.RGBA8, lw, lh, layers, 0, gl.RGBA,
+      gl.UNSIGNED_BYTE, codes);
+    return { units, channels, layers, step: sh.s.value_step, offset: sh.s.value_offset };
+  }
+
+  function compile(gl, type, src) {
+    const s = gl.createShader(type);
+    gl.shaderSource(s, src);
+    gl.compileShader(s);
+    if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) {
+      throw new Error("shader: " + gl.getShaderInfoLog(s));
+    }
+    return s;
+  }
+
+  function program(gl) {
+    const p = gl.createProgram();
+    gl.attachShader(p, compile(gl, gl.VERTEX_SHADER, VERT));
+    gl.attachShader(p, compile(gl, gl.FRAGMENT_SHADER, FRAG));
+    gl.linkProgram(p);
+    if (!gl.getProgramParameter(p, gl.LINK_STATUS)) {
+      throw new Error("shader link: " + gl.getProgramInfoLog(p));
+    }
+    return p;
+  }
+
+  // --- the viewer ----------------------------------------------------------------------------
+  async function main() {
+    const t0 = performance.now();
+    const hash = parseHash();
+    const canvas = document.getElementById("view");
+    const gl = canvas.getContext("webgl2", { antialias: false, alpha: false,
+      preserveDrawingBuffer: true, depth: false });
+    if (!gl) throw new Error("this browser has no WebGL2");
+    const meta = await (await fetch("scene.json")).json();
+    if (meta.format !== "nerfzip-web" || meta.version !== 1) {
+      throw new Error("scene.json: not a nerfzip-web scene of version 1");
+    }
+    const bytes = await fetchBytes(meta.data.file);
+    const width = Math.min(4096, gl.getParameter(gl.MAX_TEXTURE_SIZE));
+    const tree = uploadOctree(gl, meta, bytes, width);
+    const prog = program(gl);
+    gl.useProgram(prog);
+    const buf = gl.createBuffer();
+    gl.bindBuffer(gl.ARRAY_BUFFER, buf);
+    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 3, -1, -1, 3]), gl.STATIC_DRAW);
+    const loc = gl.getAttribLocation(prog, "aPos");
+    gl.enableVertexAttribArray(loc);
+    gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+    const U = (name) => gl.getUniformLocation(prog, name);
+    [["uNodes", tree.units.nodes, gl.TEXTURE_2D], ["uSigma", tree.units.sigma, gl.TEXTURE_2D],
+      ["uSH", tree.units.sh, gl.TEXTURE_2D_ARRAY]].forEach(([name, tex, target], i) => {
+      gl.activeTexture(gl.TEXTURE0 + i);
+      gl.bindTexture(target, tex);
+      gl.uniform1i(U(name), i);
+    });
+    const lo = meta.aabb[0], hi = meta.aabb[1], n = 2 ** meta.depth;
+    gl.uniform1i(U("uTexWidth"), width);
+    gl.uniform1i(U("uDepth"), meta.depth);
+    gl.uniform3fv(U("uLo"), lo);
+    gl.uniform3fv(U("uScale"), [0, 1, 2].map((a) => n / (hi[a] - lo[a])));
+    gl.uniform3fv(U("uBoxLo"), lo);
+    gl.uniform3fv(U("uBoxHi"), hi);
+    gl.uniform1f(U("uPixelOffset"), meta.pixel_offset);
+    gl.uniform1f(U("uNear"), meta.near);
+    gl.uniform1f(U("uFar"), meta.far);
+    gl.uniform1i(U("uNdc"), meta.ndc ? 1 : 0);
+    if (meta.ndc) {
+      gl.uniform4f(U("uNdcP"), meta.ndc.focal, meta.ndc.width, meta.ndc.height, meta.ndc.near);
+    }
+    gl.uniform1f(U("uStopT"), meta.stop_transmittance);
+    gl.uniform1f(U("uWThresh"), meta.weight_threshold);
+    gl.uniform3fv(U("uBg"), meta.background);
+    const k = (meta.sh_degree + 1) ** 2;
+    gl.uniform1i(U("uK"), k);
+    gl.uniform1i(U("uLayers"), tree.layers);
+    const step = new Float32Array(48), offset = new Float32Array(48);
+    step.set(tree.step);
+    offset.set(tree.offset);
+    gl.uniform1fv(U("uStep"), step);
+    gl.uniform1fv(U("uOffset"), offset);
+    gl.uniform1i(U("uMaxSteps"), 3 * n + 16);
+
+    // Camera: pinned by the URL (canvas at its size) or the scene's first view fitted to the
+    // window; the orbit turns it around the scene's target.
+    const pinned = hash.camera !== undefined;
+    let cam = pinned ? cameraFromText(hash.camera) : meta.camera;
+    const moving = hash.moving !== undefined ? Number(hash.moving) : 0.5;
+    if (pinned) canvas.classList.add("pinned");
+    const target = meta.orbit.target, up = unit(meta.orbit.up);
+    state.target = target;
+    const eye0 = [cam.c2w[0][3], cam.c2w[1][3], cam.c2w[2][3]];
+    let radius = norm(sub(eye0, target));
+    // Spherical angles of the eye around the target, in a frame whose third axis is ``up``.
+    let ax = cross(up, [1, 0, 0]);
+    if (norm(ax) < 1e-6) ax = cross(up, [0, 1, 0]);
+    ax = unit(ax);
+    const ay = cross(up, ax);
+    const rel = unit(sub(eye0, target));
+    let azimuth = Math.atan2(dot(rel, ay), dot(rel, ax));
+    let elevation = Math.asin(Math.max(-1, Math.min(1, dot(rel, up))));
+    let c2w = cam.c2w;
+    function orbitC2w() {
+      const ce = Math.cos(elevation);
+      const dir = add(add(mul(ax, ce * Math.cos(azimuth)), mul(ay, ce * Math.sin(azimuth))),
+        mul(up, Math.sin(elevation)));
+      return lookAt(add(target, mul(dir, radius)), target, up);
+    }
+
+    function targetSize(scale) {
+      if (pinned) return [Math.round(cam.width * scale), Math.round(cam.height * scale)];
+      const dpr = window.devicePixelRatio || 1;
+      return [Math.max(1, Math.round(canvas.clientWidth * dpr * scale)),
+        Math.max(1, Math.round(canvas.clientHeight * dpr * scale))];
+    }
+
+    function draw(scale) {
+      const [w, h] = targetSize(scale);
+      if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+      if (pinned && scale === 1) {
+        canvas.style.width = cam.width + "px";
+        canvas.style.height = cam.height + "px";
+      }
+      // Intrinsics: the camera's, scaled to this target; unpinned, the camera's vertical field
+      // of view fitted to the window.
+      let fx, fy, cx, cy;
+      if (pinned) {
+        const sx = w / cam.width, sy = h / cam.height;
+        fx = cam.fx * sx; fy = cam.fy * sy; cx = cam.cx * sx; cy = cam.cy * sy;
+      } else {
+        fy = cam.fy * h / cam.height; fx = fy * cam.fx / cam.fy; cx = w / 2; cy = h / 2;
+      }
+      gl.viewport(0, 0, w, h);
+      const r = c2w;
+      gl.uniformMatrix3fv(U("uRot"), false, [r[0][0], r[1][0], r[2][0], r[0][1], r[1][1],
+        r[2][1], r[0][2], r[1][2], r[2][2]]);
+      gl.uniform3f(U("uEye"), r[0][3], r[1][3], r[2][3]);
+      gl.uniform4f(U("uIntr"), fx, fy, cx, cy);
+      gl.uniform1f(U("uHeight"), h);
+      const start = performance.now();
+      gl.drawArrays(gl.TRIANGLES, 0, 3);
+      const px = new Uint8Array(4);
+      gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);  // waits for the frame
+      state.lastFrameMs = performance.now() - start;
+      state.frames += 1;
+    }
+
+    // Renders the current view at full resolution and returns its pixels, rows from the top:
+    // what tests compare with the Python renderer.
+    state.readPixels = () => {
+      draw(1);
+      const w = canvas.width, h = canvas.height;
+      const px = new Uint8Array(w * h * 4);
+      gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
+      const rows = new Uint8Array(w * h * 3);
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const s = 4 * ((h - 1 - y) * w + x), d = 3 * (y * w + x);
+          rows[d] = px[s]; rows[d + 1] = px[s + 1]; rows[d + 2] = px[s + 2];
+        }
+      }
+      let bin = "";
+      for (let i = 0; i < rows.length; i += 8192) {
+        bin += String.fromCharCode.apply(null, rows.subarray(i, i + 8192));
+      }
+      return { width: w, height: h, rgb: btoa(bin) };
+    };
+
+    let pending = null, idle = null;
+    function request(scale) {
+      if (pending) cancelAnimationFrame(pending);
+      pending = requestAnimationFrame(() => { pending = null; draw(scale); });
+    }
+    function moved() {
+      c2w = orbitC2w();
+      cam = { ...cam, c2w };
+      request(moving);
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        request(1);
+        const keep = location.hash.replace(/^#/, "").split("&")
+          .filter((p) => p && !p.startsWith("camera="));
+        history.replaceState(null, "", "#" + [...keep, "camera=" + state.camera()].join("&"));
+      }, 250);
+    }
+    // The current camera in the #camera= form (intrinsics of the full-resolution target).
+    state.camera = () => cameraText(pinned ? cam : { ...cam, ...intrinsicsNow() });
+    function intrinsicsNow() {
+      const [w, h] = targetSize(1);
+      const fy = cam.fy * h / cam.height;
+      return { width: w, height: h, fy, fx: fy * cam.fx / cam.fy, cx: w / 2, cy: h / 2 };
+    }
+
+    // Mouse / touch orbit: drag turns, wheel / pinch zooms.
+    const pointers = new Map();
+    let pinch = null;
+    canvas.addEventListener("pointerdown", (e) => {
+      canvas.setPointerCapture(e.pointerId);
+      pointers.set(e.pointerId, [e.clientX, e.clientY]);
+    });
+    const release = (e) => { pointers.delete(e.pointerId); pinch = null; };
+    canvas.addEventListener("pointerup", release);
+    canvas.addEventListener("pointercancel", release);
+    canvas.addEventListener("pointermove", (e) => {
+      if (!pointers.has(e.pointerId)) return;
+      const [px, py] = pointers.get(e.pointerId);
+      pointers.set(e.pointerId, [e.clientX, e.clientY]);
+      if (pointers.size === 1) {
+        azimuth -= (e.clientX - px) * 0.008;
+        elevation = Math.max(-1.55, Math.min(1.55, elevation + (e.clientY - py) * 0.008));
+      } else if (pointers.size === 2) {
+        const [a, b] = [...pointers.values()];
+        const dist = Math.hypot(a[0] - b[0], a[1] - b[1]);
+        if (pinch) radius *= pinch / Math.max(dist, 1);
+        pinch = dist;
+      }
+      moved();
+    });
+    canvas.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      radius *= Math.exp(e.deltaY * 0.001);
+      moved();
+    }, { passive: false });
+    window.addEventListener("resize", () => { if (!pinned) request(1); });
+
+    draw(1);
+    state.firstFrameMs = performance.now() - t0;
+    state.sinceNavigationMs = performance.now();
+    state.ready = true;
+    const panel = document.getElementById("panel");
+    if (hash.ui === "0") panel.classList.add("hidden");
+    const src = meta.source || {};
+    panel.textContent = [
+      `${src.file || "scene"}${src.bytes ? ` (${src.bytes.toLocaleString()} bytes)` : ""}`,
+      `octree depth ${meta.depth}: ${meta.leaves.toLocaleString()} leaves, SH degree ` +
+        `${meta.sh_degree}; page data ${meta.data.bytes.toLocaleString()} bytes`,
+      src.pipeline ? `pipeline: ${src.pipeline}` : "",
+      `first frame ${state.firstFrameMs.toFixed(0)} ms (${state.lastFrameMs.toFixed(0)} ms ` +
+        "to draw); drag to orbit, wheel or pinch to zoom",
+    ].filter(Boolean).join("\n");
+  }
+
+  main().catch((e) => showError(e.message || String(e)));
+})();
