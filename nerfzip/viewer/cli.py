@@ -19,6 +19,37 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="first camera: width,height,fx,fy,cx,cy and c2w's 12 numbers by rows "
                         "(default: the scene's first test view)")
 
+    v = sub.add_parser("view", help="look at a .nrz file or run in an interactive viewer in "
+                       "the browser (viser)")
+    v.add_argument("file", help=".nrz file, model file or run folder (any field family)")
+    v.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface)")
+    v.add_argument("--resolution", type=int, default=400,
+                   help="longest side of a still frame in pixels (default 400)")
+    v.add_argument("--moving-scale", type=float, default=0.25,
+                   help="resolution while the camera moves, as a fraction (default 0.25)")
+
+
+def cmd_view(args: argparse.Namespace) -> None:
+    from nerfzip.errors import NerfzipError
+    from nerfzip.viewer.live import ViewerConfig, serve
+
+    try:
+        import viser  # noqa: F401
+    except ImportError:
+        raise NerfzipError("view needs the viser package: pip install viser") from None
+    cfg = ViewerConfig(port=args.port, host=args.host, resolution=args.resolution,
+                       moving_scale=args.moving_scale)
+
+    def ready(viewer) -> None:
+        print(f"nerfzip viewer of {args.file} at {viewer.url} (Ctrl-C stops it)", flush=True)
+
+    try:
+        serve(args.file, cfg, ready)
+    except KeyboardInterrupt:
+        pass
+
 
 def cmd_export_web(args: argparse.Namespace) -> None:
     from nerfzip.viewer.camera import View
@@ -31,4 +62,4 @@ def cmd_export_web(args: argparse.Namespace) -> None:
           "8000, then open http://localhost:8000/")
 
 
-COMMANDS = {"export-web": cmd_export_web}
+COMMANDS = {"export-web": cmd_export_web, "view": cmd_view}
