@@ -24,6 +24,7 @@ from web_browser import CHROMIUM_ARGS, chromium_or_skip, static_server  # tests/
 from web_scene import psnr, write_baked
 
 from nerfzip.cli.main import main
+from nerfzip.codec import nrz
 from nerfzip.data.procedural import load_procedural
 from nerfzip.fields.octree import Octree, OctreeConfig
 from nerfzip.viewer.camera import View, render, to_uint8
@@ -39,10 +40,27 @@ def baked(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(baked, tmp_path_factory):
-    out = tmp_path_factory.mktemp("web") / "site"
-    report = export_web(baked[0], out)
-    return out, report
+def palette_baked(baked, tmp_path_factory):
+    """The baked octree with every 8 leaves (in Morton order) sharing one SH vector: a
+    vector-quantized octree, which the page receives as a palette and an index per leaf."""
+    _, model = baked
+    model = nrz.load(baked[0])
+    with torch.no_grad():
+        sh = model.field.sh
+        sh.copy_(sh[:, torch.arange(sh.shape[1]) // 8 * 8])
+    path = tmp_path_factory.mktemp("vq") / "palette_octree.nrz"
+    nrz.save(model, path)
+    return path, nrz.load(path)
+
+
+@pytest.fixture(scope="module")
+def site(baked, palette_baked, tmp_path_factory):
+    """Two exports under one static root: ``plain/`` (float16 density, 8-bit SH per leaf) and
+    ``compact/`` (the palette octree with 8-bit log density)."""
+    root = tmp_path_factory.mktemp("web")
+    report = export_web(baked[0], root / "plain")
+    export_web(palette_baked[0], root / "compact", density_bits=8)
+    return root, report
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +78,7 @@ def open_page(page, url: str, fragment: str) -> float:
     """Load the page at ``url#fragment``; seconds to its first frame."""
     start = time.monotonic()
     page.goto(f"{url}/index.html#{fragment}")
+    page.reload()  # a new fragment alone would not reload the page
     page.wait_for_function("window.nerfzip && (window.nerfzip.ready || window.nerfzip.error)",
                            timeout=60_000)
     assert page.evaluate("window.nerfzip.error") is None
@@ -73,7 +92,7 @@ def canvas(page) -> torch.Tensor:
 
 
 def test_export_folder_is_small_and_self_contained(site):
-    out, report = site
+    out, report = site[0] / "plain", site[1]
     assert sorted(p.name for p in out.iterdir()) == ["index.html", "nerfzip-web.js",
                                                      "scene.bin.gz", "scene.json"]
     meta = json.loads((out / "scene.json").read_text())
@@ -85,22 +104,27 @@ def test_export_folder_is_small_and_self_contained(site):
     assert "http://" not in html and "https://" not in html  # nothing from the network
 
 
-def test_page_matches_the_python_renderer(baked, site, page, tmp_path):
-    _, model = baked
+@pytest.mark.parametrize("variant", ["plain", "compact"])
+def test_page_matches_the_python_renderer(variant, baked, palette_baked, site, page, tmp_path):
+    model = (baked if variant == "plain" else palette_baked)[1]
+    meta = json.loads((site[0] / variant / "scene.json").read_text())
+    names = [s["name"] for s in meta["data"]["sections"]]
+    assert ("sh_palette" in names) == (variant == "compact")
     pg, url = page
     scene = load_procedural(resolution=72, n_train=1, n_test=2)
     view = View.of(scene.split("test").cameras, 1)
-    seconds = open_page(pg, url, f"ui=0&camera={view.to_fragment()}")
+    seconds = open_page(pg, f"{url}/{variant}", f"ui=0&camera={view.to_fragment()}")
     web, ref = canvas(pg), to_uint8(render(model, view))
     assert web.shape == ref.shape == (72, 72, 3)
     background = (ref.int() - 255).abs().sum(-1) > 30
     assert background.float().mean() > 0.2  # the scene fills the view: not a blank check
     score = psnr(web, ref)
-    print(f"canvas vs Python renderer: {score:.2f} dB; first frame in {seconds:.2f} s")
+    print(f"{variant}: canvas vs Python renderer: {score:.2f} dB; first frame in "
+          f"{seconds:.2f} s; {meta['data']['bytes']:,} bytes of scene data")
     assert score >= 30.0
     shot = tmp_path / "web.png"
     pg.screenshot(path=str(shot))
-    if os.environ.get("NERFZIP_SCREENSHOTS"):
+    if os.environ.get("NERFZIP_SCREENSHOTS") and variant == "plain":
         shutil.copy(shot, Path(os.environ["NERFZIP_SCREENSHOTS"]) / "export_web.png")
 
 
@@ -109,7 +133,7 @@ def test_dragging_orbits_and_the_url_keeps_the_camera(baked, page):
     pg, url = page
     scene = load_procedural(resolution=64, n_train=1, n_test=1)
     view = View.of(scene.split("test").cameras, 0)
-    open_page(pg, url, f"ui=0&camera={view.to_fragment()}")
+    open_page(pg, f"{url}/plain", f"ui=0&camera={view.to_fragment()}")
     before = canvas(pg)
     pg.mouse.move(30, 30)
     pg.mouse.down()

@@ -15,6 +15,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--sh-degree", type=int, default=None,
                    help="keep SH bands up to this degree (default: all the file has; lower "
                         "is smaller and loses view dependence)")
+    w.add_argument("--density-bits", type=int, default=16, choices=[8, 16],
+                   help="density on the wire: 16 (float16) or 8 (8-bit codes of its logarithm, "
+                        "smaller)")
     w.add_argument("--camera", default=None,
                    help="first camera: width,height,fx,fy,cx,cy and c2w's 12 numbers by rows "
                         "(default: the scene's first test view)")
@@ -56,7 +59,7 @@ def cmd_export_web(args: argparse.Namespace) -> None:
     from nerfzip.viewer.export import export_web
 
     view = View.from_fragment(args.camera) if args.camera else None
-    report = export_web(args.file, args.out, args.sh_degree, view)
+    report = export_web(args.file, args.out, args.sh_degree, view, args.density_bits)
     print(report.line())
     print(f"serve it with any static host, e.g.: python -m http.server -d {report.folder} "
           "8000, then open http://localhost:8000/")

@@ -5,9 +5,11 @@ each pixel's ray through the octree exactly as ``rendering.octree`` does), ``sce
 the page needs to know) and ``scene.bin.gz`` (the leaf data, gzip-compressed, decompressed by
 the browser's own ``DecompressionStream``). ``docs/web.md`` documents the layout.
 
-Leaf data on the wire: the density ``relu(sigma)`` as float16, the child masks as bytes, the SH
-coefficients as 8-bit codes per channel with a per-channel offset and step
-(``value = offset + step * code``), channel-major so that gzip finds the runs.
+Leaf data on the wire: the density ``relu(sigma)`` as float16 (or 8-bit codes of its
+logarithm), the child masks as bytes, the SH coefficients as 8-bit codes per channel with a
+per-channel offset and step (``value = offset + step * code``), channel-major so that gzip finds
+the runs; a vector-quantized octree (few distinct SH vectors) sends its palette once and a 1- or
+2-byte palette index per leaf.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ VERSION = 1
 ASSETS = ("index.html", "nerfzip-web.js")
 DATA_FILE = "scene.bin.gz"
 FLOAT16_MAX = 65504.0
+PALETTE_MAX = 1 << 16
+"""Most distinct SH vectors sent as a palette (leaves then carry a 1- or 2-byte index)."""
 
 
 @dataclass
@@ -70,7 +74,36 @@ def pad4(buf: bytearray) -> None:
     buf.extend(b"\0" * (-len(buf) % 4))
 
 
-def pack_octree(field, sh_degree: int | None = None) -> tuple[bytes, dict[str, Any]]:
+def quantize_density(sigma: np.ndarray, bits: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Densities (>= 0) for the wire: float16 (``bits`` 16) or 8-bit codes of their logarithm
+    (``bits`` 8: code 0 is density 0, code c >= 1 is ``exp(log_offset + log_step (c - 1))``,
+    a relative error of at most ``log_step / 2``)."""
+    if bits == 16:
+        return np.minimum(sigma, FLOAT16_MAX).astype(np.float16), {}
+    if bits != 8:
+        raise NerfzipError(f"export-web: --density-bits {bits}: expected 8 or 16")
+    pos = sigma > 0
+    logs = np.log(sigma[pos]) if pos.any() else np.zeros(1)
+    lo, hi = float(logs.min()), float(logs.max())
+    step = (hi - lo) / 254.0 if hi > lo else 1.0
+    codes = np.zeros(sigma.shape, dtype=np.uint8)
+    codes[pos] = np.clip(np.rint((logs - lo) / step), 0, 254).astype(np.uint8) + 1
+    return codes, {"log_offset": lo, "log_step": step}
+
+
+def palette_of(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The distinct leaf vectors of ``sh`` [C, L] as a palette [C, P] and each leaf's entry
+    [L], when there are few of them (a vector-quantized octree: P <= 65536 and P <= L / 4)."""
+    if sh.shape[1] < 4:
+        return None
+    unique, inverse = np.unique(sh.T, axis=0, return_inverse=True)
+    if unique.shape[0] > PALETTE_MAX or 4 * unique.shape[0] > sh.shape[1]:
+        return None
+    return unique.T, inverse.reshape(-1)
+
+
+def pack_octree(field, sh_degree: int | None = None, density_bits: int = 16
+                ) -> tuple[bytes, dict[str, Any]]:
     """The data file's bytes (before gzip) and its description for ``scene.json``."""
     cfg = field.config
     if cfg.appearance != "sh":
@@ -82,9 +115,8 @@ def pack_octree(field, sh_degree: int | None = None) -> tuple[bytes, dict[str, A
         raise NerfzipError(f"export-web: --sh-degree {degree}: the octree has degree "
                            f"{cfg.sh_degree} (0..{cfg.sh_degree} possible)")
     k_all, k = sh_count(cfg.sh_degree), sh_count(degree)
-    sigma = torch.relu(field.sigma.detach().float()).clamp(max=FLOAT16_MAX).cpu().numpy()
+    sigma = torch.relu(field.sigma.detach().float()).cpu().numpy()
     sh = field.sh.detach().double().cpu().view(3, k_all, -1)[:, :k].reshape(3 * k, -1).numpy()
-    codes, offset, step = quantize_channels(sh)
     buf, sections = bytearray(), []
 
     def add(name: str, arr: np.ndarray, **extra: Any) -> None:
@@ -93,9 +125,18 @@ def pack_octree(field, sh_degree: int | None = None) -> tuple[bytes, dict[str, A
         buf.extend(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
         pad4(buf)
 
-    add("sigma", sigma.astype(np.float16))
+    density, params = quantize_density(sigma, density_bits)
+    add("sigma", density, **params)
     add("masks", field.masks.detach().cpu().numpy().astype(np.uint8))
-    add("sh", codes, value_offset=offset.tolist(), value_step=step.tolist())
+    palette = palette_of(sh)
+    if palette is None:
+        codes, offset, step = quantize_channels(sh)
+        add("sh", codes, value_offset=offset.tolist(), value_step=step.tolist())
+    else:
+        codes, offset, step = quantize_channels(palette[0])
+        add("sh_palette", codes, value_offset=offset.tolist(), value_step=step.tolist())
+        index = palette[1].astype(np.uint8 if codes.shape[1] <= 256 else np.uint16)
+        add("sh_index", index)
     return bytes(buf), {"sections": sections, "sh_degree": degree}
 
 
@@ -184,14 +225,14 @@ def load_octree_model(path: str | Path):
 
 
 def export_web(source: str | Path, out: str | Path, sh_degree: int | None = None,
-               view: View | None = None) -> ExportReport:
+               view: View | None = None, density_bits: int = 16) -> ExportReport:
     """Write the static site of the octree in ``source`` (a .nrz file) to the folder ``out``
     (replaced whole when it holds an earlier export; refused when it holds anything else)."""
     start = time.monotonic()
     source, out = Path(source), Path(out)
     check_out(out)
     model = load_octree_model(source)
-    raw, info = pack_octree(model.field, sh_degree)
+    raw, info = pack_octree(model.field, sh_degree, density_bits)
     packed = gzip.compress(raw, compresslevel=9, mtime=0)
     train_cams, test_cams = scene_cameras(model)
     first, orbit = initial_view(model, train_cams, test_cams)

@@ -24,7 +24,9 @@ precision highp usampler2D;
 precision highp sampler2DArray;
 uniform usampler2D uNodes;      // per node: (child mask, index of the first child)
 uniform sampler2D uSigma;       // per leaf: density (float16)
-uniform sampler2DArray uSH;     // per leaf: 8-bit SH codes, 4 channels per layer
+uniform sampler2DArray uSH;     // per leaf (or palette entry): 8-bit SH codes, 4 per layer
+uniform usampler2D uIndex;      // per leaf: palette entry (when uPalette == 1)
+uniform int uPalette;
 uniform int uTexWidth;
 uniform int uDepth;
 uniform vec3 uLo;               // box corner and lattice cells per field unit
@@ -163,9 +165,10 @@ void main() {
         float w = T * alpha;
         if (w > uWThresh) {
           vec3 logit = base;
+          ivec2 e = uPalette == 1 ? at(int(texelFetch(uIndex, a, 0).r)) : a;
           for (int j = 0; j < 12; j++) {
             if (j >= uLayers) break;
-            vec4 code = texelFetch(uSH, ivec3(a, j), 0);
+            vec4 code = texelFetch(uSH, ivec3(e, j), 0);
             logit += vec3(dot(code, wr[j]), dot(code, wg[j]), dot(code, wb[j]));
           }
           rgb += w / (1.0 + exp(-logit));
@@ -293,23 +296,46 @@ void main() {
       nodeData);
     const [lw, lh] = texSize(leaves, width);
     const sig = section(meta, bytes, "sigma");
-    const sigma = new Uint16Array(lw * lh);
-    sigma.set(new Uint16Array(sig.view.buffer, sig.view.byteOffset, leaves));
     units.sigma = makeTexture(gl, gl.TEXTURE_2D);
-    gl.texImage2D(gl.TEXTURE_2D, 0, gl.R16F, lw, lh, 0, gl.RED, gl.HALF_FLOAT, sigma);
-    const sh = section(meta, bytes, "sh");
-    const channels = sh.s.shape[0];
+    if (sig.s.dtype === "uint8") {  // 8-bit codes of log density; 0: no density
+      const sigma = new Float32Array(lw * lh);
+      const lo = sig.s.log_offset, st = sig.s.log_step;
+      for (let i = 0; i < leaves; i++) {
+        const c = sig.view[i];
+        sigma[i] = c === 0 ? 0 : Math.exp(lo + st * (c - 1));
+      }
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.R32F, lw, lh, 0, gl.RED, gl.FLOAT, sigma);
+    } else {
+      const sigma = new Uint16Array(lw * lh);
+      sigma.set(new Uint16Array(sig.view.buffer, sig.view.byteOffset, leaves));
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.R16F, lw, lh, 0, gl.RED, gl.HALF_FLOAT, sigma);
+    }
+    // SH codes per leaf, or a palette and an index per leaf.
+    const palette = meta.data.sections.some((x) => x.name === "sh_palette");
+    const sh = section(meta, bytes, palette ? "sh_palette" : "sh");
+    const channels = sh.s.shape[0], entries = sh.s.shape[1];
+    const [pw, ph] = texSize(entries, width);
     const layers = Math.ceil(channels / 4);
-    const texels = lw * lh;
+    const texels = pw * ph;
     const codes = new Uint8Array(texels * 4 * layers);
     for (let c = 0; c < channels; c++) {  // channel-major on the wire -> RGBA layers
-      const src = sh.view.subarray(c * leaves, (c + 1) * leaves);
+      const src = sh.view.subarray(c * entries, (c + 1) * entries);
       const base = Math.floor(c / 4) * texels * 4 + (c % 4);
-      for (let i = 0; i < leaves; i++) codes[base + 4 * i] = src[i];
+      for (let i = 0; i < entries; i++) codes[base + 4 * i] = src[i];
     }
     units.sh = makeTexture(gl, gl.TEXTURE_2D_ARRAY);
-    gl.texImage3D(gl.TEXTURE_2D_ARRAY, 0, gl.RGBA8, lw, lh, layers, 0, gl.RGBA,
+    gl.texImage3D(gl.TEXTURE_2D_ARRAY, 0, gl.RGBA8, pw, ph, layers, 0, gl.RGBA,
       gl.UNSIGNED_BYTE, codes);
+    units.index = makeTexture(gl, gl.TEXTURE_2D);
+    const index = new Uint16Array(palette ? lw * lh : 1);
+    if (palette) {
+      const ix = section(meta, bytes, "sh_index");
+      index.set(ix.s.dtype === "uint8" ? ix.view
+        : new Uint16Array(ix.view.buffer, ix.view.byteOffset, leaves));
+    }
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.R16UI, palette ? lw : 1, palette ? lh : 1, 0,
+      gl.RED_INTEGER, gl.UNSIGNED_SHORT, index);
+    units.palette = palette;
     return { units, channels, layers, step: sh.s.value_step, offset: sh.s.value_offset };
   }
 
@@ -359,7 +385,8 @@ void main() {
     gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
     const U = (name) => gl.getUniformLocation(prog, name);
     [["uNodes", tree.units.nodes, gl.TEXTURE_2D], ["uSigma", tree.units.sigma, gl.TEXTURE_2D],
-      ["uSH", tree.units.sh, gl.TEXTURE_2D_ARRAY]].forEach(([name, tex, target], i) => {
+      ["uSH", tree.units.sh, gl.TEXTURE_2D_ARRAY],
+      ["uIndex", tree.units.index, gl.TEXTURE_2D]].forEach(([name, tex, target], i) => {
       gl.activeTexture(gl.TEXTURE0 + i);
       gl.bindTexture(target, tex);
       gl.uniform1i(U(name), i);
@@ -384,6 +411,7 @@ void main() {
     const k = (meta.sh_degree + 1) ** 2;
     gl.uniform1i(U("uK"), k);
     gl.uniform1i(U("uLayers"), tree.layers);
+    gl.uniform1i(U("uPalette"), tree.units.palette ? 1 : 0);
     const step = new Float32Array(48), offset = new Float32Array(48);
     step.set(tree.step);
     offset.set(tree.offset);
