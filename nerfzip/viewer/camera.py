@@ -68,6 +68,12 @@ class View:
                    float(cameras.cy[index]), int(cameras.width[index]),
                    int(cameras.height[index]))
 
+    @classmethod
+    def from_dict(cls, d: dict) -> View:
+        """The inverse of ``to_dict`` (a ``scene.json`` camera)."""
+        return cls(torch.tensor(d["c2w"], dtype=torch.float64), float(d["fx"]), float(d["fy"]),
+                   float(d["cx"]), float(d["cy"]), int(d["width"]), int(d["height"]))
+
     def to_dict(self) -> dict:
         return {"c2w": self.c2w.tolist(), "fx": self.fx, "fy": self.fy, "cx": self.cx,
                 "cy": self.cy, "width": self.width, "height": self.height}
