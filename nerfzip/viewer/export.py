@@ -96,6 +96,11 @@ def palette_of(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     [L], when there are few of them (a vector-quantized octree: P <= 65536 and P <= L / 4)."""
     if sh.shape[1] < 4:
         return None
+    # A quick count first: distinct vectors have distinct random projections (almost surely).
+    projection = sh.T @ np.random.default_rng(0).standard_normal(sh.shape[0])
+    count = np.unique(projection).shape[0]
+    if count > PALETTE_MAX or 4 * count > sh.shape[1]:
+        return None
     unique, inverse = np.unique(sh.T, axis=0, return_inverse=True)
     if unique.shape[0] > PALETTE_MAX or 4 * unique.shape[0] > sh.shape[1]:
         return None
@@ -233,7 +238,7 @@ def export_web(source: str | Path, out: str | Path, sh_degree: int | None = None
     check_out(out)
     model = load_octree_model(source)
     raw, info = pack_octree(model.field, sh_degree, density_bits)
-    packed = gzip.compress(raw, compresslevel=9, mtime=0)
+    packed = gzip.compress(raw, compresslevel=6, mtime=0)
     train_cams, test_cams = scene_cameras(model)
     first, orbit = initial_view(model, train_cams, test_cams)
     meta = scene_json(model, info, len(raw), len(packed), view or first, orbit,
