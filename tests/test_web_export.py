@@ -25,6 +25,7 @@ from web_scene import psnr, write_baked
 from nerfzip.cli.main import main
 from nerfzip.codec import nrz
 from nerfzip.data.procedural import load_procedural
+from nerfzip.errors import NerfzipError
 from nerfzip.fields.octree import Octree, OctreeConfig
 from nerfzip.viewer.camera import View, render, to_uint8
 from nerfzip.viewer.export import export_web, pack_octree
@@ -53,12 +54,20 @@ def palette_baked(baked, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(baked, palette_baked, tmp_path_factory):
-    """Two exports under one static root: ``plain/`` (float16 density, 8-bit SH per leaf) and
-    ``compact/`` (the palette octree with 8-bit log density)."""
+def mlp_baked(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mlp") / "mlp_octree.nrz"
+    return path, write_baked(path, depth=5, appearance="mlp")
+
+
+@pytest.fixture(scope="module")
+def site(baked, palette_baked, mlp_baked, tmp_path_factory):
+    """Three exports under one static root: ``plain/`` (float16 density, 8-bit SH per leaf),
+    ``compact/`` (the palette octree with 8-bit log density) and ``mlp/`` (features decoded by
+    the octree's MLP)."""
     root = tmp_path_factory.mktemp("web")
     report = export_web(baked[0], root / "plain")
     export_web(palette_baked[0], root / "compact", density_bits=8)
+    export_web(mlp_baked[0], root / "mlp")
     return root, report
 
 
@@ -103,12 +112,13 @@ def test_export_folder_is_small_and_self_contained(site):
     assert "http://" not in html and "https://" not in html  # nothing from the network
 
 
-@pytest.mark.parametrize("variant", ["plain", "compact"])
-def test_page_matches_the_python_renderer(variant, baked, palette_baked, site, page):
-    model = (baked if variant == "plain" else palette_baked)[1]
+@pytest.mark.parametrize("variant", ["plain", "compact", "mlp"])
+def test_page_matches_the_python_renderer(variant, baked, palette_baked, mlp_baked, site, page):
+    model = {"plain": baked, "compact": palette_baked, "mlp": mlp_baked}[variant][1]
     meta = json.loads((site[0] / variant / "scene.json").read_text())
     names = [s["name"] for s in meta["data"]["sections"]]
     assert ("sh_palette" in names) == (variant == "compact")
+    assert ("decoder" in names) == (variant == "mlp")
     pg, url = page
     scene = load_procedural(resolution=72, n_train=1, n_test=2)
     view = View.of(scene.split("test").cameras, 1)
@@ -175,11 +185,11 @@ def test_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-def test_feature_octrees_are_refused_in_one_line():
+def test_decoders_too_large_for_the_page_are_refused_in_one_line():
     tree, _ = Octree.from_leaves(torch.tensor([[-1.0] * 3, [1.0] * 3]),
                                  torch.tensor([[0, 0, 0], [1, 2, 3]]),
-                                 OctreeConfig(depth=2, appearance="mlp"))
-    with pytest.raises(Exception, match="spherical-harmonic octrees only") as e:
+                                 OctreeConfig(depth=2, appearance="mlp", hidden=128))
+    with pytest.raises(NerfzipError, match="at most 64") as e:
         pack_octree(tree)
     assert "\n" not in str(e.value)
 

@@ -59,16 +59,20 @@ class ProceduralField(Field):
         return rgb.clamp(0.02, 0.98)
 
 
-def baked_procedural(depth: int = 6, resolution: int = 32) -> tuple[RadianceModel, object]:
-    """The procedural scene baked into an SH octree of ``depth`` levels, and the scene."""
+def baked_procedural(depth: int = 6, resolution: int = 32, appearance: str = "sh"
+                     ) -> tuple[RadianceModel, object]:
+    """The procedural scene baked into an octree of ``depth`` levels (SH leaves, or features
+    + decoder fitted briefly), and the scene."""
     scene = P.load_procedural(resolution=resolution, n_train=12, n_test=2)
     source = RadianceModel(ProceduralField(scene.aabb), RenderConfig(), SceneSpace.of(scene))
-    model, _ = bake(source, BakeConfig(depth=depth, n_rays=8192, directions=24), scene)
+    cfg = BakeConfig(depth=depth, n_rays=8192, directions=24, appearance=appearance,
+                     fit_steps=150)
+    model, _ = bake(source, cfg, scene)
     return model, scene
 
 
-def write_baked(path: Path, depth: int = 6) -> RadianceModel:
-    model, _ = baked_procedural(depth)
+def write_baked(path: Path, depth: int = 6, appearance: str = "sh") -> RadianceModel:
+    model, _ = baked_procedural(depth, appearance=appearance)
     nrz.save(model, path)
     return nrz.load(path)
 

@@ -30,6 +30,7 @@ import torch
 
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.octree import sh_count
+from nerfzip.fields.sh import SH_DIM
 from nerfzip.viewer.camera import Orbit, View, default_view
 
 FORMAT = "nerfzip-web"
@@ -39,6 +40,8 @@ DATA_FILE = "scene.bin.gz"
 FLOAT16_MAX = 65504.0
 PALETTE_MAX = 1 << 16
 """Most distinct SH vectors sent as a palette (leaves then carry a 1- or 2-byte index)."""
+MLP_MAX = 64
+"""Most features and hidden units of an MLP octree's decoder the page evaluates."""
 
 
 @dataclass
@@ -107,21 +110,48 @@ def palette_of(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return unique.T, inverse.reshape(-1)
 
 
+def affine(layer: torch.nn.Module, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight [out, in] and bias [out] of any affine layer (a Linear or a LowRankLinear)."""
+    with torch.no_grad():
+        bias = layer(torch.zeros(1, n_in)).reshape(-1).double()
+        weight = (layer(torch.eye(n_in)).double() - bias).T
+    return weight, bias
+
+
+def decoder_floats(field) -> np.ndarray:
+    """An MLP octree's decoder as float32: W1 [H, F + 16] row-major, b1 [H], W2 [3, H],
+    b2 [3] (``fields/octree.py``: ``sigmoid(W2 relu(W1 [f, Y(d)] + b1) + b2)``)."""
+    cfg = field.config
+    w1, b1 = affine(field.decoder[0], cfg.features + SH_DIM)
+    w2, b2 = affine(field.decoder[2], cfg.hidden)
+    return torch.cat((w1.reshape(-1), b1, w2.reshape(-1), b2)).float().cpu().numpy()
+
+
 def pack_octree(field, sh_degree: int | None = None, density_bits: int = 16
                 ) -> tuple[bytes, dict[str, Any]]:
     """The data file's bytes (before gzip) and its description for ``scene.json``."""
     cfg = field.config
-    if cfg.appearance != "sh":
-        raise NerfzipError("export-web: this octree stores features decoded by an MLP; the web "
-                           "page renders spherical-harmonic octrees only (bake with "
-                           "appearance=sh)")
-    degree = cfg.sh_degree if sh_degree is None else sh_degree
-    if not 0 <= degree <= cfg.sh_degree:
-        raise NerfzipError(f"export-web: --sh-degree {degree}: the octree has degree "
-                           f"{cfg.sh_degree} (0..{cfg.sh_degree} possible)")
-    k_all, k = sh_count(cfg.sh_degree), sh_count(degree)
+    info: dict[str, Any] = {"appearance": cfg.appearance}
+    if cfg.appearance == "sh":
+        degree = cfg.sh_degree if sh_degree is None else sh_degree
+        if not 0 <= degree <= cfg.sh_degree:
+            raise NerfzipError(f"export-web: --sh-degree {degree}: the octree has degree "
+                               f"{cfg.sh_degree} (0..{cfg.sh_degree} possible)")
+        k_all, k = sh_count(cfg.sh_degree), sh_count(degree)
+        values = field.sh.detach().double().cpu().view(3, k_all, -1)[:, :k]
+        name, values = "sh", values.reshape(3 * k, -1).numpy()
+        info["sh_degree"] = degree
+    else:
+        if sh_degree is not None:
+            raise NerfzipError("export-web: --sh-degree applies to SH octrees; this one stores "
+                               "features decoded by an MLP")
+        if cfg.features > MLP_MAX or cfg.hidden > MLP_MAX:
+            raise NerfzipError(f"export-web: the page decodes at most {MLP_MAX} features "
+                               f"with at most {MLP_MAX} hidden units; this octree has "
+                               f"{cfg.features} and {cfg.hidden}")
+        name, values = "features", field.features.detach().double().cpu().numpy()
+        info["decoder"] = {"features": cfg.features, "hidden": cfg.hidden}
     sigma = torch.relu(field.sigma.detach().float()).cpu().numpy()
-    sh = field.sh.detach().double().cpu().view(3, k_all, -1)[:, :k].reshape(3 * k, -1).numpy()
     buf, sections = bytearray(), []
 
     def add(name: str, arr: np.ndarray, **extra: Any) -> None:
@@ -133,16 +163,19 @@ def pack_octree(field, sh_degree: int | None = None, density_bits: int = 16
     density, params = quantize_density(sigma, density_bits)
     add("sigma", density, **params)
     add("masks", field.masks.detach().cpu().numpy().astype(np.uint8))
-    palette = palette_of(sh)
+    palette = palette_of(values)
     if palette is None:
-        codes, offset, step = quantize_channels(sh)
-        add("sh", codes, value_offset=offset.tolist(), value_step=step.tolist())
+        codes, offset, step = quantize_channels(values)
+        add(name, codes, value_offset=offset.tolist(), value_step=step.tolist())
     else:
         codes, offset, step = quantize_channels(palette[0])
-        add("sh_palette", codes, value_offset=offset.tolist(), value_step=step.tolist())
+        add(f"{name}_palette", codes, value_offset=offset.tolist(), value_step=step.tolist())
         index = palette[1].astype(np.uint8 if codes.shape[1] <= 256 else np.uint16)
-        add("sh_index", index)
-    return bytes(buf), {"sections": sections, "sh_degree": degree}
+        add(f"{name}_index", index)
+    if cfg.appearance == "mlp":
+        add("decoder", decoder_floats(field))
+    info["sections"] = sections
+    return bytes(buf), info
 
 
 def scene_cameras(model) -> Any:
@@ -194,7 +227,9 @@ def scene_json(model, info: dict[str, Any], raw: int, packed: int, view: View, o
         "format": FORMAT, "version": VERSION,
         "depth": field.config.depth, "nodes": field.config.nodes,
         "leaves": field.config.leaves, "aabb": field.aabb.cpu().tolist(),
-        "sh_degree": info["sh_degree"],
+        "appearance": info["appearance"],
+        "sh_degree": info.get("sh_degree"),
+        "decoder": info.get("decoder"),
         "background": list(model.space.background),
         "near": model.space.near, "far": model.space.far,
         "ndc": None if ndc is None else {k: ndc[k] for k in ("focal", "width", "height",

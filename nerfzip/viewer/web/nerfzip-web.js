@@ -27,6 +27,10 @@ uniform sampler2D uSigma;       // per leaf: density (float16)
 uniform sampler2DArray uSH;     // per leaf (or palette entry): 8-bit SH codes, 4 per layer
 uniform usampler2D uIndex;      // per leaf: palette entry (when uPalette == 1)
 uniform int uPalette;
+uniform sampler2D uDec;         // MLP octrees: the decoder's weights (float32)
+uniform int uMlp;
+uniform int uF;                 // MLP octrees: features per leaf, hidden units
+uniform int uH;
 uniform int uTexWidth;
 uniform int uDepth;
 uniform vec3 uLo;               // box corner and lattice cells per field unit
@@ -47,12 +51,13 @@ uniform float uWThresh;
 uniform vec3 uBg;
 uniform int uK;                 // SH coefficients per colour channel
 uniform int uLayers;
-uniform float uStep[48];        // per channel: value = offset + step * code
-uniform float uOffset[48];
+uniform vec4 uStep[16];         // per channel c (uStep[c / 4][c % 4]): value = offset + step * code
+uniform vec4 uOffset[16];
 uniform int uMaxSteps;
 out vec4 outColor;
 
 ivec2 at(int i) { return ivec2(i % uTexWidth, i / uTexWidth); }
+float dec(int i) { return texelFetch(uDec, at(i), 0).r; }
 
 uint popc8(uint x) {
   x = x - ((x >> 1) & 0x55u);
@@ -114,17 +119,26 @@ void main() {
     vec3 base = vec3(0.0);
     for (int j = 0; j < 12; j++) {
       wr[j] = vec4(0.0); wg[j] = vec4(0.0); wb[j] = vec4(0.0);
-      if (j >= uLayers) continue;
+      if (j >= uLayers || uMlp == 1) continue;
       for (int q = 0; q < 4; q++) {
         int ch = 4 * j + q;
         if (ch >= 3 * uK) continue;
         int c = ch / uK;
         float y = Y[ch - c * uK];
-        float w = uStep[ch] * 255.0 * y;  // texels hold code / 255
-        if (c == 0) { wr[j][q] = w; base.r += uOffset[ch] * y; }
-        else if (c == 1) { wg[j][q] = w; base.g += uOffset[ch] * y; }
-        else { wb[j][q] = w; base.b += uOffset[ch] * y; }
+        float w = uStep[j][q] * 255.0 * y;  // texels hold code / 255
+        if (c == 0) { wr[j][q] = w; base.r += uOffset[j][q] * y; }
+        else if (c == 1) { wg[j][q] = w; base.g += uOffset[j][q] * y; }
+        else { wb[j][q] = w; base.b += uOffset[j][q] * y; }
       }
+    }
+    // MLP octrees: the view direction's part of the hidden layer, b1 + W1[:, F:] Y(d).
+    float hY[64];
+    int w2 = uH * (uF + 16) + uH;  // where W2 starts in the decoder's floats
+    for (int j = 0; j < 64; j++) {
+      if (uMlp == 0 || j >= uH) break;
+      float a = dec(uH * (uF + 16) + j);
+      for (int k = 0; k < 16; k++) a += dec(j * (uF + 16) + uF + k) * Y[k];
+      hY[j] = a;
     }
     // Lattice units, origin moved to the box entry (float32 keeps its precision there).
     int n = 1 << uDepth;
@@ -183,10 +197,30 @@ void main() {
         if (w > uWThresh) {
           vec3 logit = base;
           ivec2 e = uPalette == 1 ? at(int(texelFetch(uIndex, a, 0).r)) : a;
-          for (int j = 0; j < 12; j++) {
-            if (j >= uLayers) break;
-            vec4 code = texelFetch(uSH, ivec3(e, j), 0);
-            logit += vec3(dot(code, wr[j]), dot(code, wg[j]), dot(code, wb[j]));
+          if (uMlp == 0) {
+            for (int j = 0; j < 12; j++) {
+              if (j >= uLayers) break;
+              vec4 code = texelFetch(uSH, ivec3(e, j), 0);
+              logit += vec3(dot(code, wr[j]), dot(code, wg[j]), dot(code, wb[j]));
+            }
+          } else {  // sigmoid(W2 relu(W1 [f, Y(d)] + b1) + b2)
+            float f[64];
+            for (int j = 0; j < 16; j++) {
+              if (j >= uLayers) break;
+              vec4 v = uOffset[j] + uStep[j] * 255.0 * texelFetch(uSH, ivec3(e, j), 0);
+              for (int q = 0; q < 4; q++) if (4 * j + q < uF) f[4 * j + q] = v[q];
+            }
+            logit = vec3(dec(w2 + 3 * uH), dec(w2 + 3 * uH + 1), dec(w2 + 3 * uH + 2));
+            for (int j = 0; j < 64; j++) {
+              if (j >= uH) break;
+              float h = hY[j];
+              for (int i = 0; i < 64; i++) {
+                if (i >= uF) break;
+                h += dec(j * (uF + 16) + i) * f[i];
+              }
+              h = max(h, 0.0);
+              logit += h * vec3(dec(w2 + j), dec(w2 + uH + j), dec(w2 + 2 * uH + j));
+            }
           }
           rgb += w / (1.0 + exp(-logit));
         }
@@ -328,8 +362,9 @@ void main() {
       gl.texImage2D(gl.TEXTURE_2D, 0, gl.R16F, lw, lh, 0, gl.RED, gl.HALF_FLOAT, sigma);
     }
     // SH codes per leaf, or a palette and an index per leaf.
-    const palette = meta.data.sections.some((x) => x.name === "sh_palette");
-    const sh = section(meta, bytes, palette ? "sh_palette" : "sh");
+    const name = meta.appearance === "mlp" ? "features" : "sh";
+    const palette = meta.data.sections.some((x) => x.name === name + "_palette");
+    const sh = section(meta, bytes, palette ? name + "_palette" : name);
     const channels = sh.s.shape[0], entries = sh.s.shape[1];
     const [pw, ph] = texSize(entries, width);
     const layers = Math.ceil(channels / 4);
@@ -346,13 +381,24 @@ void main() {
     units.index = makeTexture(gl, gl.TEXTURE_2D);
     const index = new Uint16Array(palette ? lw * lh : 1);
     if (palette) {
-      const ix = section(meta, bytes, "sh_index");
+      const ix = section(meta, bytes, name + "_index");
       index.set(ix.s.dtype === "uint8" ? ix.view
         : new Uint16Array(ix.view.buffer, ix.view.byteOffset, leaves));
     }
     gl.texImage2D(gl.TEXTURE_2D, 0, gl.R16UI, palette ? lw : 1, palette ? lh : 1, 0,
       gl.RED_INTEGER, gl.UNSIGNED_SHORT, index);
     units.palette = palette;
+    // MLP octrees: the decoder's floats (a 1 x 1 placeholder otherwise).
+    units.dec = makeTexture(gl, gl.TEXTURE_2D);
+    let floats = new Float32Array(1);
+    if (meta.appearance === "mlp") {
+      const d = section(meta, bytes, "decoder");
+      floats = new Float32Array(d.view.buffer, d.view.byteOffset, d.s.shape[0]);
+    }
+    const [dw, dh] = texSize(floats.length, width);
+    const decoder = new Float32Array(dw * dh);
+    decoder.set(floats);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.R32F, dw, dh, 0, gl.RED, gl.FLOAT, decoder);
     return { units, channels, layers, step: sh.s.value_step, offset: sh.s.value_offset };
   }
 
@@ -403,7 +449,8 @@ void main() {
     const U = (name) => gl.getUniformLocation(prog, name);
     [["uNodes", tree.units.nodes, gl.TEXTURE_2D], ["uSigma", tree.units.sigma, gl.TEXTURE_2D],
       ["uSH", tree.units.sh, gl.TEXTURE_2D_ARRAY],
-      ["uIndex", tree.units.index, gl.TEXTURE_2D]].forEach(([name, tex, target], i) => {
+      ["uIndex", tree.units.index, gl.TEXTURE_2D],
+      ["uDec", tree.units.dec, gl.TEXTURE_2D]].forEach(([name, tex, target], i) => {
       gl.activeTexture(gl.TEXTURE0 + i);
       gl.bindTexture(target, tex);
       gl.uniform1i(U(name), i);
@@ -425,15 +472,18 @@ void main() {
     gl.uniform1f(U("uStopT"), meta.stop_transmittance);
     gl.uniform1f(U("uWThresh"), meta.weight_threshold);
     gl.uniform3fv(U("uBg"), meta.background);
-    const k = (meta.sh_degree + 1) ** 2;
-    gl.uniform1i(U("uK"), k);
+    const mlp = meta.appearance === "mlp";
+    gl.uniform1i(U("uK"), mlp ? 1 : (meta.sh_degree + 1) ** 2);
+    gl.uniform1i(U("uMlp"), mlp ? 1 : 0);
+    gl.uniform1i(U("uF"), mlp ? meta.decoder.features : 0);
+    gl.uniform1i(U("uH"), mlp ? meta.decoder.hidden : 0);
     gl.uniform1i(U("uLayers"), tree.layers);
     gl.uniform1i(U("uPalette"), tree.units.palette ? 1 : 0);
-    const step = new Float32Array(48), offset = new Float32Array(48);
+    const step = new Float32Array(64), offset = new Float32Array(64);
     step.set(tree.step);
     offset.set(tree.offset);
-    gl.uniform1fv(U("uStep"), step);
-    gl.uniform1fv(U("uOffset"), offset);
+    gl.uniform4fv(U("uStep"), step);
+    gl.uniform4fv(U("uOffset"), offset);
     gl.uniform1i(U("uMaxSteps"), 3 * n + 16);
 
     // Camera: pinned by the URL (canvas at its size) or the scene's first view fitted to the
@@ -595,8 +645,10 @@ void main() {
     const src = meta.source || {};
     panel.textContent = [
       `${src.file || "scene"}${src.bytes ? ` (${src.bytes.toLocaleString()} bytes)` : ""}`,
-      `octree depth ${meta.depth}: ${meta.leaves.toLocaleString()} leaves, SH degree ` +
-        `${meta.sh_degree}; page data ${meta.data.bytes.toLocaleString()} bytes`,
+      `octree depth ${meta.depth}: ${meta.leaves.toLocaleString()} leaves, ` +
+        (meta.appearance === "mlp" ? `${meta.decoder.features} features + MLP`
+          : `SH degree ${meta.sh_degree}`) +
+        `; page data ${meta.data.bytes.toLocaleString()} bytes`,
       src.pipeline ? `pipeline: ${src.pipeline}` : "",
       `first frame ${state.firstFrameMs.toFixed(0)} ms (${state.lastFrameMs.toFixed(0)} ms ` +
         "to draw); drag to orbit, wheel or pinch to zoom",
