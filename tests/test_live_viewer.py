@@ -138,3 +138,27 @@ def test_taken_port_and_bad_file_are_one_line_and_exit_2(viewer, baked, tmp_path
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err
         assert err.strip().count("\n") == 0 and fragment in err and "Traceback" not in err
+
+
+def test_slow_families_refine_in_pieces_and_the_panel_has_the_figures(tmp_path):
+    """A TensoRF file (no octree): the viewer renders it as the Python renderer does, gives up
+    a refinement as soon as the camera moves, and its panel shows the results.json PSNR."""
+    from nerfzip.viewer.live import LiveViewer, ViewerConfig, figures, open_model
+
+    path = tmp_path / "tiny_vm.nrz"
+    shutil.copy(ROOT / "tests/golden/tiny_vm_2.0.nrz", path)
+    (tmp_path / "results.json").write_text('{"mean": {"psnr": 27.5, "ssim": 0.9}, '
+                                           '"views_evaluated": 8}')
+    model = open_model(path)
+    text = figures(model, path)
+    assert "PSNR 27.50 dB" in text and "tensorf-vm" in text and "sections" in text
+    viewer = LiveViewer(model, path, ViewerConfig(port=free_port(), chunk=256))
+    try:
+        view = viewer.first.resized(24, 20)
+        calls = []
+        gave_up = viewer.render(view, lambda: calls.append(1) or len(calls) < 2)
+        assert gave_up is None and len(calls) == 2  # stopped after the first piece
+        full = viewer.render(view, lambda: True)
+        assert torch.equal(to_uint8(full), to_uint8(render(model, view)))
+    finally:
+        viewer.stop()

@@ -515,7 +515,7 @@ void main() {
 
     function targetSize(scale) {
       if (pinned) return [Math.round(cam.width * scale), Math.round(cam.height * scale)];
-      const dpr = window.devicePixelRatio || 1;
+      const dpr = Math.min(window.devicePixelRatio || 1, 2);  // sharper costs 4x per step
       return [Math.max(1, Math.round(canvas.clientWidth * dpr * scale)),
         Math.max(1, Math.round(canvas.clientHeight * dpr * scale))];
     }
