@@ -101,14 +101,16 @@ def canvas(page) -> torch.Tensor:
 
 def test_export_folder_is_small_and_self_contained(site):
     out, report = site[0] / "plain", site[1]
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "nerfzip-web.js",
-                                                     "scene.bin.gz", "scene.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "nerfzip-shader.js",
+                                                     "nerfzip-web.js", "scene.bin.gz",
+                                                     "scene.json"]
     meta = json.loads((out / "scene.json").read_text())
     # 8-bit SH codes + float16 density + mask bytes, gzip-compressed: under 21 bytes a leaf.
     assert meta["data"]["raw_bytes"] < 32 * meta["leaves"]
     assert meta["data"]["bytes"] < meta["data"]["raw_bytes"]
     assert report.bytes == sum(p.stat().st_size for p in out.iterdir())
-    html = (out / "index.html").read_text() + (out / "nerfzip-web.js").read_text()
+    html = "".join((out / name).read_text() for name in ("index.html", "nerfzip-shader.js",
+                                                           "nerfzip-web.js"))
     assert "http://" not in html and "https://" not in html  # nothing from the network
 
 

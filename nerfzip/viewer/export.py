@@ -1,7 +1,8 @@
 """``nerfzip export-web``: a baked octree as a static web page that renders it with WebGL2.
 
-The folder holds ``index.html``, ``nerfzip-web.js`` (the renderer: a fragment shader that walks
-each pixel's ray through the octree exactly as ``rendering.octree`` does), ``scene.json`` (what
+The folder holds ``index.html``, ``nerfzip-shader.js`` (the renderer: a fragment shader that
+walks each pixel's ray through the octree exactly as ``rendering.octree`` does),
+``nerfzip-web.js`` (loading, textures, the orbit camera), ``scene.json`` (what
 the page needs to know) and ``scene.bin.gz`` (the leaf data, gzip-compressed, decompressed by
 the browser's own ``DecompressionStream``). ``docs/web.md`` documents the layout.
 
@@ -35,7 +36,7 @@ from nerfzip.viewer.camera import Orbit, View, default_view
 
 FORMAT = "nerfzip-web"
 VERSION = 1
-ASSETS = ("index.html", "nerfzip-web.js")
+ASSETS = ("index.html", "nerfzip-shader.js", "nerfzip-web.js")
 DATA_FILE = "scene.bin.gz"
 FLOAT16_MAX = 65504.0
 PALETTE_MAX = 1 << 16
