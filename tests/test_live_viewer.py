@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +26,6 @@ from web_scene import psnr, write_baked
 from nerfzip.data.procedural import load_procedural
 from nerfzip.viewer.camera import View, render, to_uint8
 from nerfzip.viewer.live import coarsen, matrix_to_quat, quat_to_matrix, view_of_camera
-
-pytest.importorskip("viser")
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -62,6 +61,7 @@ def viewer(baked):
         if not line and proc.poll() is not None:
             pytest.fail(f"the viewer exited: {proc.stderr.read()}")
     assert "viewer of" in line
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # never a full pipe
     yield proc, f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
@@ -116,6 +116,10 @@ def test_viewer_page_shows_the_scene(viewer, baked, tmp_path):
         browser.close()
     view = View.from_fragment(text)
     assert (view.width, view.height) == (800, 400)  # the canvas, pixel for pixel
+    # The initial camera: where the scene's first test view stands, looking the same way.
+    first = View.of(load_procedural().split("test").cameras, 0)
+    assert torch.allclose(view.c2w[:, 3], first.c2w[:, 3], atol=1e-3)
+    assert torch.allclose(view.c2w[:, 2], first.c2w[:, 2], atol=1e-3)
     screen = torch.from_numpy(np.asarray(Image.open(shot).convert("RGB")).copy())
     ref = to_uint8(render(baked[1], view))
     # Left of the panel, below the browser's notice, right of the axes gizmo.

@@ -12,8 +12,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"]
-"""Software WebGL2 (SwiftShader): the same pictures on any machine, GPU or not."""
+CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox",
+                 "--disable-dev-shm-usage"]
+"""Software WebGL2 (SwiftShader): the same pictures on any machine, GPU or not; no sandbox (CI
+runs as root) and no /dev/shm (small in containers)."""
 
 
 def find_chromium() -> str | None:
