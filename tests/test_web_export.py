@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,14 +61,33 @@ def mlp_baked(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(baked, palette_baked, mlp_baked, tmp_path_factory):
-    """Three exports under one static root: ``plain/`` (float16 density, 8-bit SH per leaf),
-    ``compact/`` (the palette octree with 8-bit log density) and ``mlp/`` (features decoded by
-    the octree's MLP)."""
+def ndc_baked(baked, tmp_path_factory):
+    """The baked octree read as living in NDC space, as an LLFF scene's does: the page must
+    map its rays to NDC as ``cameras.to_ndc`` does."""
+    model = nrz.load(baked[0])
+    model.space = replace(model.space, near=0.0, far=1.0, format="llff", name="ndc",
+                          ndc={"focal": 60.0, "width": 72, "height": 64, "near": 1.0})
+    path = tmp_path_factory.mktemp("ndc") / "ndc_octree.nrz"
+    nrz.save(model, path)
+    return path, nrz.load(path)
+
+
+NDC_VIEW = View(torch.tensor([[0.98, 0.0, 0.199, 0.05], [0.0, 1.0, 0.0, -0.1],
+                              [-0.199, 0.0, 0.98, 0.0]], dtype=torch.float64),
+                55.0, 55.0, 36.0, 32.0, 72, 64)
+"""A forward-facing camera near the NDC scene's origin, turned a little."""
+
+
+@pytest.fixture(scope="module")
+def site(baked, palette_baked, mlp_baked, ndc_baked, tmp_path_factory):
+    """Four exports under one static root: ``plain/`` (float16 density, 8-bit SH per leaf),
+    ``compact/`` (the palette octree with 8-bit log density), ``mlp/`` (features decoded by
+    the octree's MLP) and ``ndc/`` (the plain octree in an NDC scene)."""
     root = tmp_path_factory.mktemp("web")
     report = export_web(baked[0], root / "plain")
     export_web(palette_baked[0], root / "compact", density_bits=8)
     export_web(mlp_baked[0], root / "mlp")
+    export_web(ndc_baked[0], root / "ndc")
     return root, report
 
 
@@ -114,19 +134,21 @@ def test_export_folder_is_small_and_self_contained(site):
     assert "http://" not in html and "https://" not in html  # nothing from the network
 
 
-@pytest.mark.parametrize("variant", ["plain", "compact", "mlp"])
-def test_page_matches_the_python_renderer(variant, baked, palette_baked, mlp_baked, site, page):
-    model = {"plain": baked, "compact": palette_baked, "mlp": mlp_baked}[variant][1]
+@pytest.mark.parametrize("variant", ["plain", "compact", "mlp", "ndc"])
+def test_page_matches_the_python_renderer(variant, baked, palette_baked, mlp_baked, ndc_baked,
+                                          site, page):
+    model = {"plain": baked, "compact": palette_baked, "mlp": mlp_baked,
+             "ndc": ndc_baked}[variant][1]
     meta = json.loads((site[0] / variant / "scene.json").read_text())
     names = [s["name"] for s in meta["data"]["sections"]]
     assert ("sh_palette" in names) == (variant == "compact")
     assert ("decoder" in names) == (variant == "mlp")
     pg, url = page
     scene = load_procedural(resolution=72, n_train=1, n_test=2)
-    view = View.of(scene.split("test").cameras, 1)
+    view = NDC_VIEW if variant == "ndc" else View.of(scene.split("test").cameras, 1)
     seconds = open_page(pg, f"{url}/{variant}", f"ui=0&camera={view.to_fragment()}")
     web, ref = canvas(pg), to_uint8(render(model, view))
-    assert web.shape == ref.shape == (72, 72, 3)
+    assert web.shape == ref.shape == (view.height, view.width, 3)
     background = (ref.int() - 255).abs().sum(-1) > 30
     assert background.float().mean() > 0.2  # the scene fills the view: not a blank check
     score = psnr(web, ref)
