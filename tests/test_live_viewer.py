@@ -113,6 +113,10 @@ def test_viewer_page_shows_the_scene(viewer, baked, tmp_path):
         time.sleep(0.5)
         shot = tmp_path / "view.png"
         page.screenshot(path=str(shot))
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Save PNG").click()
+        saved = torch.from_numpy(np.asarray(Image.open(download.value.path()).convert("RGB"))
+                                 .copy())
         browser.close()
     view = View.from_fragment(text)
     assert (view.width, view.height) == (800, 400)  # the canvas, pixel for pixel
@@ -128,6 +132,7 @@ def test_viewer_page_shows_the_scene(viewer, baked, tmp_path):
     blank = psnr(screen[crop], torch.full_like(ref[crop], 255))
     print(f"viewer screenshot vs Python render: {score:.2f} dB (vs blank: {blank:.2f} dB)")
     assert score >= 30.0 and blank < 20.0
+    assert torch.equal(saved, ref)  # Save PNG: the still frame of the current view, exactly
     if os.environ.get("NERFZIP_SCREENSHOTS"):
         shutil.copy(shot, Path(os.environ["NERFZIP_SCREENSHOTS"]) / "view.png")
 
