@@ -204,6 +204,8 @@ def test_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
         assert main(["export-web", *extra, "-o", str(tmp_path / "site")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and fragment in err, err
+    assert main(["export-web", str(bad), "-o", str(tmp_path / "s"), "--camera", "1,2,3"]) == 2
+    assert "18 finite" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["export-web", str(bad), "-o", str(tmp_path / "notes.txt")]) == 2
     assert "is a file" in capsys.readouterr().err

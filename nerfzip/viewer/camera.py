@@ -58,6 +58,9 @@ class View:
         if len(nums) != 18 or not all(math.isfinite(v) for v in nums):
             raise NerfzipError(f"camera {text!r}: expected 18 finite comma-separated numbers "
                                "(width,height,fx,fy,cx,cy and c2w row by row)")
+        if not (1 <= nums[0] <= 8192 and 1 <= nums[1] <= 8192 and nums[2] > 0 and nums[3] > 0):
+            raise NerfzipError(f"camera {text!r}: width and height must be 1..8192 pixels and "
+                               "the focal lengths positive")
         return cls(torch.tensor(nums[6:], dtype=torch.float64).view(3, 4), nums[2], nums[3],
                    nums[4], nums[5], int(nums[0]), int(nums[1]))
 
