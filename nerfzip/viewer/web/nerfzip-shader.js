@@ -8,6 +8,11 @@
 in vec2 aPos;
 void main() { gl_Position = vec4(aPos, 0.0, 1.0); }`;
 
+  // Constants of the scene, defined by the page before compiling (so that loops over them
+  // unroll and the other appearance's code drops out): uDepth (levels), uMlp (1: features +
+  // decoder), uK (SH coefficients per colour), uLayers (texture layers of leaf codes), uF and
+  // uH (features and hidden units of the decoder), uPalette (1: leaves index a
+  // palette of codes), uNdc (1: rays are mapped to NDC).
   const FRAG = `#version 300 es
 precision highp float;
 precision highp int;
@@ -17,13 +22,8 @@ uniform usampler2D uNodes;      // per node: (child mask, index of the first chi
 uniform sampler2D uSigma;       // per leaf: density (float16)
 uniform sampler2DArray uSH;     // per leaf (or palette entry): 8-bit SH codes, 4 per layer
 uniform usampler2D uIndex;      // per leaf: palette entry (when uPalette == 1)
-uniform int uPalette;
 uniform sampler2D uDec;         // MLP octrees: the decoder's weights (float32)
-uniform int uMlp;
-uniform int uF;                 // MLP octrees: features per leaf, hidden units
-uniform int uH;
 uniform int uTexWidth;
-uniform int uDepth;
 uniform vec3 uLo;               // box corner and lattice cells per field unit
 uniform vec3 uScale;
 uniform vec3 uBoxLo;
@@ -35,16 +35,12 @@ uniform float uHeight;
 uniform float uPixelOffset;
 uniform float uNear;
 uniform float uFar;
-uniform int uNdc;
 uniform vec4 uNdcP;             // focal, width, height, near of the NDC mapping
 uniform float uStopT;
 uniform float uWThresh;
 uniform vec3 uBg;
-uniform int uK;                 // SH coefficients per colour channel
-uniform int uLayers;
 uniform vec4 uStep[16];         // per channel c (uStep[c / 4][c % 4]): value = offset + step * code
 uniform vec4 uOffset[16];
-uniform int uMaxSteps;
 out vec4 outColor;
 
 ivec2 at(int i) { return ivec2(i % uTexWidth, i / uTexWidth); }
@@ -146,7 +142,7 @@ void main() {
     int path[12];
     int known = 0;
     ivec3 prev = ivec3(0);
-    for (int i = 0; i < uMaxSteps; i++) {
+    for (int i = 0; i < 3 * (1 << uDepth) + 16; i++) {  // a ray crosses fewer cells
       if (t >= tEnd || T <= uStopT) break;
       vec3 p = g0 + (t + epsT) * dg;
       ivec3 cell = clamp(ivec3(floor(p)), ivec3(0), ivec3(n - 1));
@@ -222,5 +218,9 @@ void main() {
   }
   outColor = vec4(rgb + T * uBg, 1.0);
 }`;
-  window.nerfzipShaders = { VERT, FRAG };
+  window.nerfzipShaders = {
+    VERT,
+    fragment: (constants) => FRAG.replace("#version 300 es\n", "#version 300 es\n" +
+      Object.entries(constants).map(([k, v]) => `#define ${k} ${v | 0}\n`).join("")),
+  };
 })();

@@ -14,7 +14,7 @@
   const state = { ready: false, error: null, frames: 0, firstFrameMs: null, lastFrameMs: null };
   window.nerfzip = state;
 
-  const { VERT, FRAG } = window.nerfzipShaders;
+  const shaders = window.nerfzipShaders;
 
   // --- small vector helpers ------------------------------------------------------------------
   const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
@@ -196,10 +196,10 @@
     return s;
   }
 
-  function program(gl) {
+  function program(gl, constants) {
     const p = gl.createProgram();
-    gl.attachShader(p, compile(gl, gl.VERTEX_SHADER, VERT));
-    gl.attachShader(p, compile(gl, gl.FRAGMENT_SHADER, FRAG));
+    gl.attachShader(p, compile(gl, gl.VERTEX_SHADER, shaders.VERT));
+    gl.attachShader(p, compile(gl, gl.FRAGMENT_SHADER, shaders.fragment(constants)));
     gl.linkProgram(p);
     if (!gl.getProgramParameter(p, gl.LINK_STATUS)) {
       throw new Error("shader link: " + gl.getProgramInfoLog(p));
@@ -222,7 +222,13 @@
     const bytes = await fetchBytes(meta.data.file);
     const width = Math.min(4096, gl.getParameter(gl.MAX_TEXTURE_SIZE));
     const tree = uploadOctree(gl, meta, bytes, width);
-    const prog = program(gl);
+    const mlp = meta.appearance === "mlp";
+    const prog = program(gl, {
+      uDepth: meta.depth, uMlp: mlp ? 1 : 0, uK: mlp ? 1 : (meta.sh_degree + 1) ** 2,
+      uLayers: tree.layers, uF: mlp ? meta.decoder.features : 0,
+      uH: mlp ? meta.decoder.hidden : 0, uPalette: tree.units.palette ? 1 : 0,
+      uNdc: meta.ndc ? 1 : 0,
+    });
     gl.useProgram(prog);
     const buf = gl.createBuffer();
     gl.bindBuffer(gl.ARRAY_BUFFER, buf);
@@ -241,7 +247,6 @@
     });
     const lo = meta.aabb[0], hi = meta.aabb[1], n = 2 ** meta.depth;
     gl.uniform1i(U("uTexWidth"), width);
-    gl.uniform1i(U("uDepth"), meta.depth);
     gl.uniform3fv(U("uLo"), lo);
     gl.uniform3fv(U("uScale"), [0, 1, 2].map((a) => n / (hi[a] - lo[a])));
     gl.uniform3fv(U("uBoxLo"), lo);
@@ -249,26 +254,17 @@
     gl.uniform1f(U("uPixelOffset"), meta.pixel_offset);
     gl.uniform1f(U("uNear"), meta.near);
     gl.uniform1f(U("uFar"), meta.far);
-    gl.uniform1i(U("uNdc"), meta.ndc ? 1 : 0);
     if (meta.ndc) {
       gl.uniform4f(U("uNdcP"), meta.ndc.focal, meta.ndc.width, meta.ndc.height, meta.ndc.near);
     }
     gl.uniform1f(U("uStopT"), meta.stop_transmittance);
     gl.uniform1f(U("uWThresh"), meta.weight_threshold);
     gl.uniform3fv(U("uBg"), meta.background);
-    const mlp = meta.appearance === "mlp";
-    gl.uniform1i(U("uK"), mlp ? 1 : (meta.sh_degree + 1) ** 2);
-    gl.uniform1i(U("uMlp"), mlp ? 1 : 0);
-    gl.uniform1i(U("uF"), mlp ? meta.decoder.features : 0);
-    gl.uniform1i(U("uH"), mlp ? meta.decoder.hidden : 0);
-    gl.uniform1i(U("uLayers"), tree.layers);
-    gl.uniform1i(U("uPalette"), tree.units.palette ? 1 : 0);
     const step = new Float32Array(64), offset = new Float32Array(64);
     step.set(tree.step);
     offset.set(tree.offset);
     gl.uniform4fv(U("uStep"), step);
     gl.uniform4fv(U("uOffset"), offset);
-    gl.uniform1i(U("uMaxSteps"), 3 * n + 16);
 
     // Camera: pinned by the URL (canvas at its size) or the scene's first view fitted to the
     // window; the orbit turns it around the scene's target.
