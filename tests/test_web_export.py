@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -228,3 +229,14 @@ def test_export_replaces_an_earlier_export_whole(baked, tmp_path):
     meta = json.loads((out / "scene.json").read_text())
     assert meta["sh_degree"] == 0 and meta["data"]["bytes"] < first
     assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no temporary folder left
+
+
+def test_a_page_without_its_data_says_so(site, page, tmp_path):
+    pg, url = page
+    shutil.copytree(site[0] / "plain", tmp_path / "broken")
+    (tmp_path / "broken" / "scene.bin.gz").unlink()
+    with static_server(tmp_path / "broken") as broken:
+        pg.goto(f"{broken}/index.html")
+        pg.wait_for_function("window.nerfzip && window.nerfzip.error", timeout=60_000)
+        assert "scene.bin.gz: HTTP 404" in pg.evaluate("window.nerfzip.error")
+        assert "scene.bin.gz" in pg.inner_text("#error")

@@ -215,7 +215,12 @@
     const gl = canvas.getContext("webgl2", { antialias: false, alpha: false,
       preserveDrawingBuffer: true, depth: false });
     if (!gl) throw new Error("this browser has no WebGL2");
-    const meta = await (await fetch("scene.json")).json();
+    if (location.protocol === "file:") {
+      throw new Error("open this page over HTTP: python -m http.server -d FOLDER 8000");
+    }
+    const res = await fetch("scene.json");
+    if (!res.ok) throw new Error(`scene.json: HTTP ${res.status}`);
+    const meta = await res.json();
     if (meta.format !== "nerfzip-web" || meta.version !== 1) {
       throw new Error("scene.json: not a nerfzip-web scene of version 1");
     }
