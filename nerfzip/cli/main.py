@@ -1,4 +1,5 @@
-"""The ``nerfzip`` command: data, train, eval, render, encode, compress, info, import, demo.
+"""The ``nerfzip`` command: data, train, eval, render, encode, compress, info, import, demo,
+export-web, view.
 
 Errors in the user's input (``NerfzipError``) print one line and exit with status 2; ``--debug``
 shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130.
@@ -21,6 +22,7 @@ from nerfzip.cli.args import add_dataclass_options, overrides
 from nerfzip.compression.pipeline.presets import PRESETS
 from nerfzip.errors import NerfzipError
 from nerfzip.training.config import TrainConfig
+from nerfzip.viewer import cli as viewer_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", "-o", default="runs/demo", help="folder for the demo run")
     m.add_argument("--iters", type=int, default=None, help="training steps")
     m.add_argument("--quiet", action="store_true")
+    viewer_cli.add_parsers(sub)
     return p
 
 
@@ -323,7 +326,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,
             "encode": cmd_encode, "compress": cmd_compress, "info": cmd_info,
-            "import": cmd_import, "demo": cmd_demo}
+            "import": cmd_import, "demo": cmd_demo, **viewer_cli.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
