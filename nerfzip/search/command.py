@@ -165,6 +165,9 @@ def search(a: SearchArgs) -> int:
                            "continue it (or --study NAME)")
     cfg, space = resolve_config(a, stored)
     scene, model = load_inputs(cfg)
+    if model is None and not space.families:
+        raise NerfzipError(f"{space.source}: names no field family to train (add 'families:', "
+                           "or search a trained model with --from RUN)")
     study = open_study(storage, cfg, space, a.resume)
     out.mkdir(parents=True, exist_ok=True)
     objective = Objective(study, cfg, space, scene, model, out)

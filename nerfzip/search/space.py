@@ -194,7 +194,7 @@ def parse_space(text: str, source: str = "search space") -> SearchSpace:
 def read_families(data: Any, where: str) -> dict[str, Family]:
     from nerfzip.fields.base import field_class
 
-    if not isinstance(data, dict) or not data:
+    if not isinstance(data, dict):
         raise NerfzipError(f"{where}: expected a map of field families (e.g. tensorf-vm: ...)")
     out = {}
     for name, body in data.items():

@@ -8,6 +8,8 @@ hidden), and nothing is created or changed.
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ HEARTBEAT_S = 30
 """A running trial beats this often; one silent for ``GRACE_S`` (its worker was killed) is
 marked failed by the next worker and run again once (``RetryFailedTrialCallback``)."""
 GRACE_S = 120
+SCHEMA_TRIES = 4
 
 
 def default_url(out: Path) -> str:
@@ -79,7 +82,7 @@ def open_storage(url: str) -> Any:
     """Optuna's RDB storage at ``url`` (checked, connected, heart-beating)."""
     import optuna
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     u = check_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -91,9 +94,16 @@ def open_storage(url: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeats are marked experimental
         try:
-            return RDBStorage(u.render_as_string(hide_password=False), engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                              grace_period=GRACE_S,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+            for attempt in range(SCHEMA_TRIES):
+                try:
+                    return RDBStorage(u.render_as_string(hide_password=False),
+                                      engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                      grace_period=GRACE_S,
+                                      failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                except IntegrityError:  # workers creating the tables of a new database at once
+                    if attempt == SCHEMA_TRIES - 1:
+                        raise
+                    time.sleep(0.5 + random.random())
         except SQLAlchemyError as e:
             reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
             raise NerfzipError(f"--storage {shown(url)}: cannot open the study database "

@@ -163,12 +163,10 @@ def open_study(storage: Any, cfg: SearchConfig, space: SearchSpace, resume: bool
                                     load_if_exists=resume)
     want = study_attrs(cfg, space)
     have = study.user_attrs
-    if not have:
-        for k, v in want.items():
-            study.set_user_attr(k, v)
-        return study
     for key in want:
-        if have.get(key) != want[key]:
+        if key not in have:  # a new study (or one another worker is creating right now)
+            study.set_user_attr(key, want[key])
+        elif have[key] != want[key]:
             was = "another search space" if key == "space" else f"{key} {have.get(key)!r}"
             raise NerfzipError(f"study {cfg.study!r} was started with {was}; this command asks "
                                f"for {'a different one' if key == 'space' else repr(want[key])}"
