@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -152,9 +153,9 @@ def test_interrupted_trials_are_queued_again_once():
 # --- the command ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A TensoRF-VM trained for 60 steps on the procedural scene (a few seconds)."""
+    """A TensoRF-VM trained for 30 steps on the procedural scene (a few seconds)."""
     out = tmp_path_factory.mktemp("search") / "run"
-    assert main(["train", "--data", "procedural", "-o", str(out), "--iters", "60",
+    assert main(["train", "--data", "procedural", "-o", str(out), "--iters", "30",
                  "--n-voxels-final", "32768", "--field-options", "density_components=4",
                  "appearance_components=8", "--quiet"]) == 0
     return out
@@ -205,6 +206,7 @@ def test_search_resume_front_export_and_refusals(tiny_run, tmp_path, capsys):
     # --resume continues to the new total, with the study's own budget and space
     assert main(["search", "--from", str(tiny_run), "-o", str(tmp_path / "search"), *FAST,
                  "--trials", "4", "--resume", "--pruner", "none"]) == 0
+    assert capsys.readouterr().err.count("trial 3:") == 1  # one line per trial run
     assert len(trials_in(db)) == 4
     # a different budget on resume is refused
     assert search(tmp_path, tiny_run, "--trials", "5", "--resume", "--budget-mb", "2") == 2
@@ -217,6 +219,48 @@ def test_search_resume_front_export_and_refusals(tiny_run, tmp_path, capsys):
     assert db.read_bytes() == before and len(trials_in(db)) == 4
 
 
+def worker_env() -> dict[str, str]:
+    """This interpreter's environment with the checkout first on the import path."""
+    path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def test_ctrl_c_keeps_the_study_and_resume_runs_the_cut_trial_again(tiny_run, tmp_path,
+                                                                     capsys):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "search"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nerfzip.cli.main", "search", "--from", str(tiny_run),
+         "--space", str(tmp_path / "space.yaml"), "-o", str(out), "--trials", "50",
+         "--views", "4", "--pruner", "none"], env=worker_env(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # Ctrl-C while the second trial runs
+        time.sleep(0.2)
+        if (out / "study.db").exists():
+            try:
+                states = {t.number: t.state.name for t in trials_in(out / "study.db")}
+            except Exception:  # noqa: BLE001 - the study is still being created
+                continue
+            if states.get(1) == "RUNNING":
+                proc.send_signal(signal.SIGINT)
+                break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].endswith("continue it with --resume")
+    assert "Traceback" not in err
+    cut = {t.number: t for t in trials_in(out / "study.db")}
+    assert cut[0].state.name == "COMPLETE" and cut[1].state.name == "FAIL"
+    assert cut[1].user_attrs["interrupted"] and len(cut) == 2
+    assert main(["search", "--from", str(tiny_run), "-o", str(out), "--trials", "2",
+                 "--resume", "--pruner", "none"]) == 0  # the study's own views, space
+    after = trials_in(out / "study.db")
+    assert len(after) == 3 and after[2].user_attrs["retry_of"] == 1
+    assert after[2].params == cut[1].params and after[2].state.name == "COMPLETE"
+
+
 def test_a_budget_no_trial_meets_is_reported(tiny_run, tmp_path, capsys):
     code = search(tmp_path, tiny_run, "--trials", "2", "--budget-mb", "0.0001",
                   "--export-best", str(tmp_path / "best.nrz"))
@@ -225,6 +269,32 @@ def test_a_budget_no_trial_meets_is_reported(tiny_run, tmp_path, capsys):
     assert "no trial met the budget" in err and "smallest file" in err
     assert not (tmp_path / "best.nrz").exists()
     assert len(trials_in(tmp_path / "search" / "study.db")) == 2  # the trials stay recorded
+
+
+def test_a_search_that_trains_varies_the_family_config(tmp_path):
+    space = """
+training: {iters: 24, n_voxels_final: 32768}
+families:
+  tensorf-vm:
+    field:
+      density_components: {low: 2, high: 3}
+      appearance_components: {choices: [4, 6]}
+pipeline:
+  - quant: {bits: {low: 4, high: 8}, min_elements: 256}
+"""
+    (tmp_path / "space.yaml").write_text(space)
+    assert main(["search", "--data", "procedural", "--space", str(tmp_path / "space.yaml"),
+                 "-o", str(tmp_path / "s"), "--trials", "2", "--pruner", "none", *FAST]) == 0
+    from nerfzip.codec.nrz import load
+
+    for t in trials_in(tmp_path / "s" / "study.db"):
+        assert t.state.name == "COMPLETE"
+        assert sorted(t.intermediate_values) == [1, 2]  # PSNR at 1/3 and 2/3 of training
+        field = load(tmp_path / "s" / "trials" / f"trial-{t.number:04d}.nrz").field
+        assert field.config.density_components == t.params["tensorf-vm.field.density_components"]
+        assert field.config.appearance_components == \
+            t.params["tensorf-vm.field.appearance_components"]
+        assert json.loads(t.user_attrs["train"])["iters"] == 24
 
 
 @pytest.mark.parametrize("url, fragment", [
@@ -304,9 +374,7 @@ def postgres_url():
 
 def test_two_workers_share_one_postgres_study(tiny_run, tmp_path, postgres_url):
     (tmp_path / "space.yaml").write_text(SPACE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    env = worker_env()
     # the first worker creates the study; both then join it with --resume
     cmd = [sys.executable, "-m", "nerfzip.cli.main", "search", "--from", str(tiny_run),
            "--space", str(tmp_path / "space.yaml"), "--storage", postgres_url, "--resume",

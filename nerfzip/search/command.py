@@ -173,7 +173,8 @@ def search(a: SearchArgs) -> int:
     objective = Objective(study, cfg, space, scene, model, out)
     t0 = time.perf_counter()
     try:
-        ran = optimize(study, objective, cfg.trials)
+        ran = optimize(study, objective, cfg.trials,
+                       None if a.quiet else (lambda line: print(line, file=sys.stderr)))
     except KeyboardInterrupt:
         raise KeyboardInterrupt("search") from None
     wall = time.perf_counter() - t0

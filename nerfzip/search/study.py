@@ -15,6 +15,7 @@ the next trial (so no trial is given twice), and stops when the study holds ``tr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,17 +250,42 @@ class Objective:
         return [float(metrics[o]) for o in self.cfg.objectives]
 
 
-def optimize(study: Any, objective: Objective, trials: int) -> int:
+def optimize(study: Any, objective: Objective, trials: int,
+             log: Callable[[str], None] | None = None) -> int:
     """Run trials until the study holds ``trials`` of them; returns how many this process ran.
-    Interrupted trials of an earlier run are run again first."""
+    Interrupted trials of an earlier run are run again first. ``log`` gets one line per trial
+    (Optuna's own log, which prints tracebacks of failed trials, is kept to errors)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     requeue_interrupted(study)
     ran = 0
     while counted(study) < trials:
+        seen = {t.number for t in study.get_trials(deepcopy=False)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study.optimize(objective, n_trials=1, catch=(NerfzipError,))
         ran += 1
+        if log is not None:
+            worker = worker_id()
+            for t in study.get_trials(deepcopy=False):
+                if t.number not in seen and t.user_attrs.get("worker") == worker:
+                    log(trial_line(t))
     return ran
+
+
+def trial_line(t: Any) -> str:
+    """One line about a finished trial."""
+    m = t.user_attrs.get("metrics")
+    if t.state.name == "COMPLETE" and m:
+        over = "" if feasible(t) else " (over budget)"
+        return (f"trial {t.number}: {m['bytes'] / MB:.4f} MB, PSNR {m['psnr']:.2f} dB, "
+                f"{m['frame_seconds']:.3f} s per view{over}")
+    if t.state.name == "PRUNED":
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        psnr = f" (PSNR {t.intermediate_values[last]:.2f} dB at stage {last})" if last else ""
+        return f"trial {t.number}: pruned{psnr}"
+    return f"trial {t.number}: failed: {t.user_attrs.get('error', t.state.name.lower())}"
 
 
 # --- the front ------------------------------------------------------------------------------

@@ -72,7 +72,9 @@ def train_candidate(scene: Scene, cfg: TrainConfig, run: Path, score: Evaluator,
             trainer.model.field.eval()
             report(score(trainer.model)["psnr"], marks[trainer.step])
 
-    return train(scene, cfg, run, callback=callback, quiet=True)
+    model = train(scene, cfg, run, callback=callback, quiet=True)
+    (run / "checkpoint.safetensors").unlink(missing_ok=True)  # model.safetensors is enough
+    return model
 
 
 def run_candidate(model: RadianceModel, steps: list[Step], scene: Scene, score: Evaluator,
