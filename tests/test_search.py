@@ -207,6 +207,17 @@ def test_search_resume_front_export_and_refusals(tiny_run, tmp_path, capsys):
     assert main(["search", "--from", str(tiny_run), "-o", str(tmp_path / "search"), *FAST,
                  "--trials", "4", "--resume", "--pruner", "none"]) == 0
     assert capsys.readouterr().err.count("trial 3:") == 1  # one line per trial run
+    # a trial file this machine does not hold is made again, byte for byte, from its settings
+    record = json.loads((tmp_path / "search" / "front.json").read_text())
+    chosen = max((t for t in trials_in(db) if t.number in record["front"]),
+                 key=lambda t: t.user_attrs["metrics"]["psnr"])
+    kept = tmp_path / "search" / "trials" / f"trial-{chosen.number:04d}.nrz"
+    original = kept.read_bytes()
+    kept.unlink()
+    assert main(["search", "--from", str(tiny_run), "-o", str(tmp_path / "search"),
+                 "--trials", "4", "--resume", "--export-best", str(tmp_path / "again.nrz")]) == 0
+    assert "made again" in capsys.readouterr().out
+    assert (tmp_path / "again.nrz").read_bytes() == original
     assert len(trials_in(db)) == 4
     # a different budget on resume is refused
     assert search(tmp_path, tiny_run, "--trials", "5", "--resume", "--budget-mb", "2") == 2
