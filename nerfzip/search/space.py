@@ -110,6 +110,9 @@ class Candidate:
 
     train: TrainConfig | None
     steps: list[Step]
+    slots: tuple[int, ...] = ()
+    """The space's pipeline position of each step (optional steps may be left out), so that
+    intermediate results of different trials are compared at the same point."""
 
     def pipeline_text(self) -> str:
         return " ".join(map(str, self.steps))
@@ -141,18 +144,20 @@ class SearchSpace:
                           **values)
             if cfg.n_voxels_init > cfg.n_voxels_final:  # a searched grid below the start
                 cfg = replace(cfg, n_voxels_init=cfg.n_voxels_final)
-        steps = []
+        steps, slots = [], []
         for slot in self.pipeline:
             if slot.optional and not trial.suggest_categorical(
                     f"pipeline.{slot.index}.{slot.name}.enabled", [True, False]):
                 continue
             steps.append(Step(slot.name, [], {k: p.draw(trial)
                                               for k, p in slot.params.items()}))
-        return Candidate(cfg, steps)
+            slots.append(slot.index)
+        return Candidate(cfg, steps, tuple(slots))
 
     def stages(self, trains: bool) -> int:
-        """How many intermediate results a trial reports (training thirds, then passes)."""
-        return (TRAIN_REPORTS if trains else 0) + len(self.pipeline)
+        """The last stage at which a trial may report (1/3 and 2/3 of training, then after
+        each pipeline position but the last, which is scored from the file)."""
+        return (TRAIN_REPORTS if trains else 0) + len(self.pipeline) - 1
 
 
 TRAIN_REPORTS = 2

@@ -78,15 +78,18 @@ def train_candidate(scene: Scene, cfg: TrainConfig, run: Path, score: Evaluator,
 
 
 def run_candidate(model: RadianceModel, steps: list[Step], scene: Scene, score: Evaluator,
-                  report: Report | None, first_stage: int) -> Compressed:
-    """Run the passes one by one, reporting PSNR after each (stages from ``first_stage``)."""
+                  report: Report | None, first_stage: int,
+                  slots: tuple[int, ...] = ()) -> Compressed:
+    """Run the passes one by one, reporting PSNR after each: at stage ``first_stage`` + the
+    step's position in the space (``slots``; default its position in ``steps``)."""
     from nerfzip.compression.pipeline.run import run_pipeline
 
+    slots = slots or tuple(range(len(steps)))
     c = Compressed.of(model)
     for i, step in enumerate(steps):
         c = run_pipeline(c, [step], scene)
         if report is not None and i < len(steps) - 1:  # the last one is scored from the file
-            report(score(c.model)["psnr"], first_stage + i)
+            report(score(c.model)["psnr"], first_stage + slots[i])
     return c
 
 
@@ -111,7 +114,7 @@ def run_trial(space: SearchSpace, candidate: Candidate, scene: Scene,
                                 score, report)
         stage += TRAIN_REPORTS
     assert model is not None
-    c = run_candidate(model, candidate.steps, scene, score, report, stage)
+    c = run_candidate(model, candidate.steps, scene, score, report, stage, candidate.slots)
     return measure(c, trial_file(out, number), score)
 
 
