@@ -2,7 +2,8 @@
 reporting PSNR after each, write the .nrz file, decode it and measure what the objectives ask.
 
 Every figure is measured on the decoded file, as ``nerfzip eval FILE`` would: bytes on disk,
-PSNR / SSIM on the chosen test views, decode seconds and the median seconds per view.
+PSNR / SSIM on the chosen test views, decode seconds and the median seconds per view (after a
+warm-up render).
 Intermediate PSNRs (training thirds, then after each pass) go to the pruner, which stops a
 trial whose quality falls behind the others' at the same stage.
 """
@@ -101,6 +102,7 @@ def measure(c: Compressed, path: Path, score: Evaluator) -> dict[str, Any]:
     t0 = time.perf_counter()
     back = nrz.load(path)
     decode = time.perf_counter() - t0
+    back.render_view(score.scene, "test", 0)  # warm-up (caches, compiled kernels) before timing
     return {"bytes": report.bytes, "decode_seconds": decode, **score(back)}
 
 
