@@ -325,6 +325,21 @@ def test_bad_storage_urls_are_one_line_errors(tiny_run, tmp_path, capsys, url, f
     assert (tmp_path / "space.yaml").read_bytes() == before
 
 
+@pytest.mark.parametrize("args, fragment", [
+    (["--objectives", "psnr,size"], "unknown: size"),
+    (["--objectives", "psnr,psnr"], "named twice"),
+    (["--trials", "0"], "--trials 0"),
+    (["--budget-mb", "-1"], "--budget-mb -1"),
+    (["--export-best", "best.png"], "expected a .nrz file"),
+    (["--sampler", "grid"], "--sampler grid"),
+    (["--pruner", "median"], "--pruner median"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, fragment):
+    assert main(["search", "--data", "procedural", "-o", str(tmp_path / "s"), *args]) == 2
+    one_error_line(capsys, fragment)
+    assert not (tmp_path / "s").exists()  # refused before anything is written
+
+
 # --- two workers on PostgreSQL ----------------------------------------------------------------
 def postgres_bin() -> Path | None:
     """The folder of initdb and postgres (Debian keeps them in /usr/lib/postgresql/V/bin)."""

@@ -67,6 +67,8 @@ def check_args(a: SearchArgs) -> None:
     if not a.data and not a.from_run and not a.resume:
         raise NerfzipError("search needs --data DIR (train and compress) or --from RUN "
                            "(compress a trained model)")
+    if a.objectives is not None:
+        parse_objectives(a.objectives)
     if a.trials < 1:
         raise NerfzipError(f"--trials {a.trials}: must be at least 1")
     if a.budget_mb is not None and not a.budget_mb > 0:
