@@ -333,6 +333,8 @@ def test_bad_storage_urls_are_one_line_errors(tiny_run, tmp_path, capsys, url, f
     (["--export-best", "best.png"], "expected a .nrz file"),
     (["--sampler", "grid"], "--sampler grid"),
     (["--pruner", "median"], "--pruner median"),
+    (["--from", "no/such/run"], "no such run"),
+    (["--space", "no/such/space.yaml"], "not found"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, fragment):
     assert main(["search", "--data", "procedural", "-o", str(tmp_path / "s"), *args]) == 2

@@ -88,6 +88,10 @@ def check_args(a: SearchArgs) -> None:
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise NerfzipError(f"--out {a.out}: is a file; search writes a folder")
+    if a.from_run and not Path(a.from_run).exists():
+        raise NerfzipError(f"--from {a.from_run}: no such run folder or model file")
+    if a.space is not None:
+        load_space(a.space)  # a bad space is refused before any study is opened
 
 
 def set_threads(n: int) -> None:
