@@ -308,6 +308,18 @@ pipeline:
         assert json.loads(t.user_attrs["train"])["iters"] == 24
 
 
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_run, tmp_path, capsys):
+    space = "pipeline:\n  - low_rank: {energy: 0.9}\n  - quant: {bits: {low: 4, high: 8}}\n"
+    assert search(tmp_path, tiny_run, "--trials", "2", space=space) == 2
+    err = capsys.readouterr().err
+    assert err.count("failed: pipeline step 1 (low_rank") == 2  # both ran, each said why
+    assert "no trial finished (2 failed" in err.strip().splitlines()[-1]
+    trials = trials_in(tmp_path / "search" / "study.db")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    record = json.loads((tmp_path / "search" / "front.json").read_text())
+    assert record["front"] == [] and "low_rank" in record["trials"][0]["error"]
+
+
 @pytest.mark.parametrize("url, fragment", [
     ("postgres ql:/%%", "malformed URL"),
     ("mysql://u@localhost/db", "unsupported database"),

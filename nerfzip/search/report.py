@@ -15,7 +15,8 @@ def trial_row(t: Any) -> dict[str, Any]:
     m = t.user_attrs.get("metrics", {})
     return {"trial": t.number, "state": t.state.name, "worker": t.user_attrs.get("worker"),
             "params": dict(t.params), "pipeline": t.user_attrs.get("pipeline"),
-            "constraints": t.user_attrs.get("constraints"), **m}
+            "constraints": t.user_attrs.get("constraints"),
+            **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}), **m}
 
 
 def front_table(front: list[Any], objectives: list[str]) -> str:
@@ -78,7 +79,8 @@ def plot_front(path: Path, trials: list[Any], front: list[Any], settings: dict[s
     ax.set_title(f"search {settings.get('study', '')}: {len(done)} trials, "
                  f"{len(front)} on the front", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

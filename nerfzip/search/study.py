@@ -242,8 +242,14 @@ class Objective:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+        except optuna.TrialPruned:
+            raise
         except NerfzipError as e:
             trial.set_user_attr("error", str(e))
+            raise
+        except Exception as e:  # a failed trial must not end a search of hours: kept, logged
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            trial.set_user_attr("error", f"{type(e).__name__}: {first}")
             raise
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("constraints", constraint_values(metrics, self.cfg))
@@ -264,7 +270,7 @@ def optimize(study: Any, objective: Objective, trials: int,
         seen = {t.number for t in study.get_trials(deepcopy=False)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            study.optimize(objective, n_trials=1, catch=(NerfzipError,))
+            study.optimize(objective, n_trials=1, catch=(Exception,))
         ran += 1
         if log is not None:
             worker = worker_id()
@@ -325,6 +331,11 @@ def best_trial(front: list[Any], objectives: list[str]) -> Any:
 
 def no_feasible_report(trials: list[Any], cfg: SearchConfig) -> str:
     done = [t for t in trials if "metrics" in t.user_attrs]
+    if not done:
+        failed = sum(t.state.name == "FAIL" for t in trials)
+        pruned = sum(t.state.name == "PRUNED" for t in trials)
+        return (f"no trial finished ({failed} failed, {pruned} pruned; the reasons are in the "
+                "lines above and in front.json)")
     parts = [f"no trial met the budget ({len(done)} trials measured"]
     if cfg.budget_mb is not None and done:
         small = min(t.user_attrs["metrics"]["bytes"] for t in done) / MB
