@@ -272,12 +272,14 @@ def test_ctrl_c_keeps_the_study_and_resume_runs_the_cut_trial_again(tiny_run, tm
     assert after[2].params == cut[1].params and after[2].state.name == "COMPLETE"
 
 
-def test_a_budget_no_trial_meets_is_reported(tiny_run, tmp_path, capsys):
-    code = search(tmp_path, tiny_run, "--trials", "2", "--budget-mb", "0.0001",
+@pytest.mark.parametrize("budget, says", [(["--budget-mb", "0.0001"], "smallest file"),
+                                          (["--max-frame-seconds", "1e-6"], "fastest frame")])
+def test_a_budget_no_trial_meets_is_reported(tiny_run, tmp_path, capsys, budget, says):
+    code = search(tmp_path, tiny_run, "--trials", "2", *budget,
                   "--export-best", str(tmp_path / "best.nrz"))
     assert code == 2
     err = capsys.readouterr().err
-    assert "no trial met the budget" in err and "smallest file" in err
+    assert "no trial met the budget" in err and says in err
     assert not (tmp_path / "best.nrz").exists()
     assert len(trials_in(tmp_path / "search" / "study.db")) == 2  # the trials stay recorded
 
