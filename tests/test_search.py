@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import pytest
 
 from nerfzip.cli.main import main
 from nerfzip.errors import NerfzipError
+from nerfzip.search.local_postgres import NoServer, local_postgres
 from nerfzip.search.space import load_space, parse_space
 from nerfzip.search.storage import open_storage
 from nerfzip.search.study import (
@@ -357,61 +355,16 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, fragment):
 
 
 # --- two workers on PostgreSQL ----------------------------------------------------------------
-def postgres_bin() -> Path | None:
-    """The folder of initdb and postgres (Debian keeps them in /usr/lib/postgresql/V/bin)."""
-    found = shutil.which("initdb")
-    dirs = [Path(found).resolve().parent] if found else []
-    dirs += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    for d in dirs:
-        if (d / "initdb").is_file() and (d / "postgres").is_file() and (d / "pg_ctl").is_file():
-            return d
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
     """A PostgreSQL server of its own on a free local port, in a temporary folder; stopped
-    and removed afterwards. As root, the server runs as the ``postgres`` user."""
-    bindir = postgres_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, postgres, pg_ctl): install "
-                    "Debian's postgresql package (.ci/run does)")
+    and removed afterwards (as root, the server runs as the ``postgres`` user)."""
     pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed")
-    as_user: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="nerfzip-pg-"))
-    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-        import pwd
-
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(base)
-            pytest.skip("running as root and there is no postgres user to run the server as")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", free_port()
-    run = lambda *cmd: subprocess.run([*as_user, *map(str, cmd)], check=True,  # noqa: E731
-                                      capture_output=True, text=True, timeout=120)
     try:
-        run(bindir / "initdb", "-D", data, "-A", "trust", "-U", "nerfzip", "--no-sync")
-        run(bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-t", "60", "-o",
-            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -F", "start")
-    except subprocess.CalledProcessError as e:
-        log = (base / "log").read_text() if (base / "log").exists() else ""
-        shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"PostgreSQL did not start: {e.stderr}\n{log}") from None
-    try:
-        yield f"postgresql://nerfzip@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+        with local_postgres() as url:
+            yield url
+    except NoServer as e:
+        pytest.skip(f"{e} (.ci/run installs it)")
 
 
 def test_two_workers_share_one_postgres_study(tiny_run, tmp_path, postgres_url):
