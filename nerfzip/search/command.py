@@ -178,44 +178,53 @@ def search(a: SearchArgs) -> int:
     out.mkdir(parents=True, exist_ok=True)
     objective = Objective(study, cfg, space, scene, model, out)
     t0 = time.perf_counter()
-    try:
-        ran = optimize(study, objective, cfg.trials,
-                       None if a.quiet else (lambda line: print(line, file=sys.stderr)))
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt("search") from None
+    ran = optimize(study, objective, cfg.trials,
+                   None if a.quiet else (lambda line: print(line, file=sys.stderr)))
     wall = time.perf_counter() - t0
-    trials = study.get_trials()
-    front = pareto_front(trials, list(cfg.objectives))
     settings = {"study": cfg.study, "storage": url if a.storage is None else "external",
                 "budget_mb": cfg.budget_mb, "max_frame_seconds": cfg.max_frame_seconds,
                 "objectives": list(cfg.objectives), "views": cfg.views,
                 "source": cfg.source, "wall_seconds_this_worker": wall,
-                "trials_this_worker": ran}
+                "trials_this_worker": ran, "threads": a.threads}
+    trials = study.get_trials()
+    front = show_results(trials, cfg, out, settings)
+    if not front:
+        return 2
+    if a.export_best:
+        export_best(front, cfg, scene, model, out, Path(a.export_best))
+    return 0
+
+
+def show_results(trials: list[Any], cfg: SearchConfig, out: Path,
+                 settings: dict[str, Any]) -> list[Any]:
+    """Write front.json / front.png, print the study's counts and the front (or why there is
+    none, as an error line); returns the front."""
     from nerfzip.search.report import front_table, write_front
 
+    front = pareto_front(trials, list(cfg.objectives))
     write_front(out, trials, front, list(cfg.objectives), settings)
     states: dict[str, int] = {}
     for t in trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
-    print(f"study {cfg.study}: {len(trials)} trials ({summary}); this worker ran {ran} in "
-          f"{wall:.0f} s with {a.threads} thread(s)")
+    print(f"study {cfg.study}: {len(trials)} trials ({summary}); this worker ran "
+          f"{settings['trials_this_worker']} in {settings['wall_seconds_this_worker']:.0f} s "
+          f"with {settings['threads']} thread(s)")
     if not front:
         print(f"nerfzip: error: {no_feasible_report(trials, cfg)}", file=sys.stderr)
-        return 2
+        return front
     print(f"Pareto front ({', '.join(cfg.objectives)}"
           + (f"; budget {cfg.budget_mb} MB" if cfg.budget_mb is not None else "")
           + (f"; at most {cfg.max_frame_seconds} s per view" if cfg.max_frame_seconds else "")
           + "):")
     print(front_table(front, list(cfg.objectives)))
     print(f"-> {out / 'front.png'}, {out / 'front.json'}")
-    if a.export_best:
-        export_best(trials, front, cfg, scene, model, out, Path(a.export_best))
-    return 0
+    return front
 
 
-def export_best(trials: list[Any], front: list[Any], cfg: SearchConfig, scene: Any,
-                model: Any, out: Path, dest: Path) -> None:
+def export_best(front: list[Any], cfg: SearchConfig, scene: Any, model: Any, out: Path,
+                dest: Path) -> None:
+    """Write the front's pick (``best_trial``) to ``dest``."""
     from nerfzip.search.report import export_trial
 
     best = best_trial(front, list(cfg.objectives))
