@@ -2,7 +2,8 @@
 demo.
 
 Errors in the user's input (``NerfzipError``) print one line and exit with status 2; ``--debug``
-shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130.
+shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130; during
+a search, the study keeps every finished trial (``--resume`` runs the cut one again).
 
 ``--out / -o`` means the same everywhere: the path of what the command makes, created if
 missing. Commands that make one file take a file (encode, compress: the .nrz file); commands
@@ -148,7 +149,7 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
                    help="test views each trial is scored on (default 4)")
     s.add_argument("--seed", type=int, default=None, help="sampler seed")
     s.add_argument("--threads", type=int, default=1, help="CPU threads this worker uses")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no line per finished trial")
 
 
 def precision(text: str) -> str:
@@ -358,11 +359,12 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nerfzip.search.command import args_from_namespace, search
+    from nerfzip.search.storage import shown
 
     try:
         return search(args_from_namespace(args))
     except KeyboardInterrupt:
-        where = args.storage or str(Path(args.out) / "study.db")
+        where = shown(args.storage) if args.storage else str(Path(args.out) / "study.db")
         print(f"nerfzip: search interrupted; the study is kept in {where}: continue it with "
               "--resume", file=sys.stderr)
         return 130

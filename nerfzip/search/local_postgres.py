@@ -49,8 +49,10 @@ def local_postgres(user: str = "nerfzip") -> Iterator[str]:
         raise NoServer("no PostgreSQL server binaries (initdb, pg_ctl, postgres): install "
                        "Debian's postgresql package")
     as_user: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="nerfzip-pg-"))
-    if os.geteuid() == 0:
+    root = os.geteuid() == 0
+    # as root, /tmp: a TMPDIR under root's home would be closed to the postgres user
+    base = Path(tempfile.mkdtemp(prefix="nerfzip-pg-", dir="/tmp" if root else None))
+    if root:
         import pwd
 
         try:
