@@ -1,8 +1,9 @@
-"""The ``nerfzip`` command: data, train, eval, render, encode, compress, info, import, demo,
-export-web, view.
+"""The ``nerfzip`` command: data, train, eval, render, encode, compress, info, import, search,
+demo, export-web, view.
 
 Errors in the user's input (``NerfzipError``) print one line and exit with status 2; ``--debug``
-shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130.
+shows the traceback. Ctrl-C during training writes a checkpoint and exits with status 130; during
+a search, the study keeps every finished trial (``--resume`` runs the cut one again).
 
 ``--out / -o`` means the same everywhere: the path of what the command makes, created if
 missing. Commands that make one file take a file (encode, compress: the .nrz file); commands
@@ -105,12 +106,52 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", "-o", required=True, help="run folder to write")
     i.add_argument("--downscale", type=int, default=None)
 
+    add_search_parser(sub)
+
     m = sub.add_parser("demo", help="train, evaluate and report on the built-in scene")
     m.add_argument("--out", "-o", default="runs/demo", help="folder for the demo run")
     m.add_argument("--iters", type=int, default=None, help="training steps")
     m.add_argument("--quiet", action="store_true")
     viewer_cli.add_parsers(sub)
     return p
+
+
+def add_search_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("search", help="search field and compression settings under a budget "
+                       "(multi-objective, Pareto front)")
+    s.add_argument("--data", default=None, help="scene folder or 'procedural' (with --from: "
+                   "default the run's own)")
+    s.add_argument("--from", dest="from_run", default=None, metavar="RUN",
+                   help="a trained run or model file: search compression settings only")
+    s.add_argument("--objectives", default=None,
+                   help="comma-separated: psnr, ssim, bytes, frame_seconds, decode_seconds "
+                        "(default psnr,bytes,frame_seconds, or the resumed study's)")
+    s.add_argument("--budget-mb", type=float, default=None,
+                   help="largest file a trial may write, MB (2^20 bytes)")
+    s.add_argument("--max-frame-seconds", type=float, default=None,
+                   help="slowest median seconds per test view a trial may take")
+    s.add_argument("--trials", type=int, default=20,
+                   help="trials the study holds when the search stops (shared by all workers)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the study (or join it from another process / machine)")
+    s.add_argument("--storage", default=None, metavar="URL",
+                   help="study database: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+                        "(default: sqlite in OUT/study.db)")
+    s.add_argument("--study", default="nerfzip-search", help="study name in the storage")
+    s.add_argument("--space", default=None, metavar="YAML",
+                   help="search space file (default: nerfzip/search/default_space.yaml, or "
+                        "the resumed study's)")
+    s.add_argument("--out", "-o", default="runs/search",
+                   help="folder of the study, trial files and front (default runs/search)")
+    s.add_argument("--export-best", default=None, metavar="FILE",
+                   help="write the front's highest-PSNR trial as this .nrz file")
+    s.add_argument("--sampler", default="tpe", help="tpe or nsga2")
+    s.add_argument("--pruner", default="halving", help="halving, hyperband or none")
+    s.add_argument("--views", type=int, default=None,
+                   help="test views each trial is scored on (default 4)")
+    s.add_argument("--seed", type=int, default=None, help="sampler seed")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads this worker uses")
+    s.add_argument("--quiet", action="store_true", help="no line per finished trial")
 
 
 def precision(text: str) -> str:
@@ -318,6 +359,19 @@ def cmd_import(args: argparse.Namespace) -> None:
           f"{out / 'model.safetensors'}")
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from nerfzip.search.command import args_from_namespace, search
+    from nerfzip.search.storage import shown
+
+    try:
+        return search(args_from_namespace(args))
+    except KeyboardInterrupt:
+        where = shown(args.storage) if args.storage else str(Path(args.out) / "study.db")
+        print(f"nerfzip: search interrupted; the study is kept in {where}: continue it with "
+              "--resume", file=sys.stderr)
+        return 130
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from nerfzip.demo import run_demo
 
@@ -326,13 +380,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,
             "encode": cmd_encode, "compress": cmd_compress, "info": cmd_info,
-            "import": cmd_import, "demo": cmd_demo, **viewer_cli.COMMANDS}
+            "import": cmd_import, "search": cmd_search, "demo": cmd_demo,
+            **viewer_cli.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except NerfzipError as e:
         if args.debug:
             raise
@@ -342,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nerfzip: interrupted (a training run saved its checkpoint; continue it with "
               "--resume)", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
