@@ -1,0 +1,202 @@
+"""The learned entropy model (``codec/entropy_model.py``), its codec (``learned``, id 10) and the
+``entropy_model`` pass: the range-coded bytes are what the model estimates (within 2 %), decode
+to exactly the latents, a damaged section is a one-line error, and fine-tuning for rate really
+trades bytes for lambda."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import nrz_surgery as surgery
+import numpy as np
+import pytest
+import torch
+
+import nerfzip
+from nerfzip.codec import nrz
+from nerfzip.codec.binary import FormatError
+from nerfzip.codec.codecs.learned import LearnedSpec
+from nerfzip.codec.entropy_model import PRECISION, FactorizedPrior, quantized_frequencies
+from nerfzip.codec.tensors import Budget, TensorSpec, decode, encode_tensor, parse, serialize
+from nerfzip.compression.constraints.learned_prior import LatentPrior
+from nerfzip.compression.pipeline import parse_pipeline, run_pipeline
+from nerfzip.data.procedural import load_procedural
+from nerfzip.errors import NerfzipError
+from nerfzip.training.config import defaults_for
+from nerfzip.training.trainer import train
+
+
+def laplacian_latents(channels: int = 6, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    """[C, n] integer-valued latents, each channel its own scale and centre."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand(channels, n, generator=gen) - 0.5
+    lap = -torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace(0, 1) by inversion
+    scales = torch.linspace(0.7, 6.0, channels)[:, None]
+    centres = torch.linspace(-2.0, 3.0, channels)[:, None]
+    return torch.round(lap * scales + centres)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    y = laplacian_latents()
+    prior = FactorizedPrior(y.shape[0])
+    prior.fit(y, steps=150, lr=2e-2)
+    prior.update()
+    return prior, y
+
+
+def test_coded_size_is_within_two_percent_of_the_estimate_and_decodes_exactly(fitted):
+    prior, y = fitted
+    y = y.clone()
+    y[2, :3] = torch.tensor([400.0, -900.0, 12345.0])  # far outside the support: escaped
+    with torch.no_grad():
+        estimate = float(prior.bits(y)) / 8
+    stream, escapes = prior.compress(y)
+    assert sorted(escapes) == [-900, 400, 12345]
+    coded = len(stream)
+    assert abs(coded - estimate) <= 0.02 * estimate, (coded, estimate)
+    # ... and the estimate is a real one: within 10 % of the latents' empirical entropy
+    ent = sum(float(-(c * np.log2(c / c.sum())).sum()) for c in
+              (np.unique(row.numpy(), return_counts=True)[1] for row in y)) / 8
+    assert coded < 1.1 * ent
+    assert torch.equal(prior.decompress(stream, escapes, y.shape[1]), y)
+
+
+def test_training_mode_adds_noise_and_the_rate_is_differentiable(fitted):
+    prior, y = fitted
+    prior.train()
+    y_hat, lik = prior(y[:, :64].clone())
+    prior.eval()
+    assert not torch.equal(y_hat, y[:, :64]) and (y_hat - y[:, :64]).abs().max() <= 0.5
+    assert bool(((lik > 0) & (lik <= 1)).all())
+    x = y[:, :64].clone().requires_grad_(True)
+    prior.bits(x + 0.3).backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
+def test_frozen_tables_are_integer_and_sum_to_the_precision(fitted):
+    prior, _ = fitted
+    t = prior.frozen
+    starts = t.starts()
+    assert np.all(np.add.reduceat(t.freqs, starts) == 1 << PRECISION)
+    assert t.freqs.min() >= 1 and t.freqs.dtype == np.int64
+    f = quantized_frequencies(np.array([0.0, 1e-12, 0.5, 0.5]))
+    assert f.sum() == 1 << PRECISION and f.min() >= 1 and abs(f[2] - f[3]) <= 1
+
+
+def learned_node(prior, y, step=0.25):
+    x = y * step  # values on the grid: q * step
+    steps = torch.full((y.shape[0],), step)
+    spec = TensorSpec(mode="learned", prior=LearnedSpec(0, steps, prior.frozen))
+    return x, encode_tensor(x, spec)
+
+
+def test_learned_codec_round_trips_and_refuses_damaged_tables(fitted):
+    prior, y = fitted
+    x, node = learned_node(prior, y)
+    assert node.codec == "learned"
+    back = decode(parse(serialize(node), Budget(1 << 24)))
+    assert torch.equal(back, x)
+    bad = parse(serialize(node), Budget(1 << 24))
+    freqs = decode(bad.children[2]).clone()
+    freqs[0] += 1  # no longer sums to 2^16
+    bad.children[2] = encode_tensor(freqs)
+    with pytest.raises(FormatError, match="sum to"):
+        decode(bad)
+    cut = parse(serialize(node), Budget(1 << 24))
+    cut.blobs[0] = cut.blobs[0][:-8]
+    with pytest.raises(FormatError, match="truncated"):
+        decode(cut)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return load_procedural()
+
+
+@pytest.fixture(scope="module")
+def trained(scene, tmp_path_factory):
+    cfg = replace(defaults_for("procedural", "tensorf-vm"), iters=200, batch_size=1024,
+                  warmup_batch_size=256, n_voxels_final=32**3, checkpoint_every=10_000)
+    return train(scene, cfg, tmp_path_factory.mktemp("run"), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def coded(trained, scene):
+    """Two fine-tuned models, one weighing the rate 10^4 times more."""
+    common = dict(steps=40, batch_size=512, prior_steps=60, scene=scene)
+    return {lam: nerfzip.entropy_model(trained, lam, **common) for lam in (0.001, 10.0)}
+
+
+def test_pass_file_decodes_to_the_field_and_holds_the_coded_bytes(trained, coded, tmp_path):
+    c, report = coded[0.001]
+    assert c.history[-1]["step"] == "entropy_model"
+    assert abs(report["coded_bytes"] - report["estimate_bytes"]) <= 0.02 * report[
+        "estimate_bytes"]
+    saved = c.save(tmp_path / "e.nrz")
+    rows = {r["name"]: r for r in nrz.info(tmp_path / "e.nrz")["sections"]}
+    grids = [n for n in rows if "_grids." in n]
+    assert len(grids) == 12 and all(rows[n]["codec"].startswith("learned") for n in grids)
+    streams = sum(int(rows[n]["codec"].split("(")[1].split(" B")[0]) for n in grids)
+    assert streams == report["coded_bytes"]  # (no escapes on this field)
+    back = nrz.load(tmp_path / "e.nrz").field.named_tensors()
+    for name, x in c.model.field.named_tensors().items():
+        assert torch.equal(back[name], x), name
+    lossless = nrz.save(trained, tmp_path / "l.nrz").bytes
+    assert saved.bytes < 0.5 * lossless
+
+
+def test_a_higher_lambda_gives_fewer_bytes(coded):
+    low, high = coded[0.001][1], coded[10.0][1]
+    assert high["coded_bytes"] < 0.9 * low["coded_bytes"]
+    assert high["penalty_last"] < high["penalty_first"]
+
+
+def test_corrupted_entropy_model_section_is_one_line(coded, tmp_path):
+    c, _ = coded[0.001]
+    c.save(tmp_path / "e.nrz")
+    data = (tmp_path / "e.nrz").read_bytes()
+    name = "field.app_grids.planes.0"
+    parts = surgery.split(data)
+    row = next(s for s in parts.sections if s[0] == name)
+    node = parse(row[2], Budget(1 << 26))
+    node.blobs[0] = node.blobs[0][:-4]  # the range-coded stream loses a word
+    row[2] = serialize(node)
+    (tmp_path / "bad.nrz").write_bytes(surgery.join(parts))
+    with pytest.raises(NerfzipError) as e:
+        nrz.load(tmp_path / "bad.nrz")
+    msg = str(e.value)
+    assert name in msg and "\n" not in msg and "truncated" in msg
+    (tmp_path / "cut.nrz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(NerfzipError) as e:
+        nrz.load(tmp_path / "cut.nrz")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("spec,fragment", [
+    ("entropy_model(lambda=0)", "lmbda"),
+    ("entropy_model(lambda=1000)", "lmbda"),
+    ("entropy_model(0.01, steps=-1)", "steps"),
+    ("entropy_model(lambda=0.01, bits=1)", "bits"),
+    ("entropy_model(lambda=0.01, include=nothing)", "no feature grid"),
+])
+def test_bad_options_are_refused_before_training(trained, spec, fragment):
+    with pytest.raises(NerfzipError, match=fragment) as e:
+        run_pipeline(trained, parse_pipeline(spec), None)
+    assert "\n" not in str(e.value)
+
+
+def test_quant_after_the_pass_is_refused_on_its_latents(coded):
+    c, _ = coded[0.001]
+    with pytest.raises(NerfzipError, match="learned entropy model"):
+        nerfzip.quantize(c, 8)
+    q, _ = nerfzip.quantize(c, 8, include="decoder")
+    assert any(isinstance(k, LatentPrior) for k in q.constraints["app_grids.planes.0"])
+
+
+def test_lambda_is_spelled_lambda_in_pipelines():
+    (step,) = parse_pipeline("entropy_model(lambda=0.05, steps=0)")
+    info = nerfzip.compression.registry.get_pass("entropy_model", "test")
+    cfg = info.make_config(step.args, step.kwargs, "test")
+    assert math.isclose(cfg.lmbda, 0.05) and cfg.steps == 0
