@@ -114,7 +114,7 @@ def train_constrained(model: RadianceModel | Compressed, steps: int, batch_size:
                            betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
     device = field.aabb.device
-    bar = progress_bar(steps, desc="finetune", quiet=quiet)
+    bar = progress_bar(steps, desc=what, quiet=quiet)
     psnrs: list[float] = []
     penalties: list[float] = []
     field.train()

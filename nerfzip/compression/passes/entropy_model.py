@@ -58,8 +58,8 @@ class Config:
     """Learning rate of the networks."""
     prior_steps: int = field(default=300, metadata=limits(0, 100000))
     """Adam steps fitting each prior to its initial latents before fine-tuning."""
-    rate_sample: int = field(default=0, metadata=limits(0))
-    """Latent values per grid the rate term reads each step (0: all; else a random subset)."""
+    rate_sample: int = field(default=65536, metadata=limits(0))
+    """Latent values per grid the rate term reads each step (a random subset; 0: all)."""
     include: str = ""
     """Only feature grids whose name contains this text."""
     seed: int = 0
