@@ -35,8 +35,11 @@ from torch import Tensor, nn
 from nerfzip.codec.binary import FormatError
 
 PRECISION = 16
-"""Bits of the frozen frequency tables: every channel's frequencies sum to 2^PRECISION."""
-TAIL_MASS = 1e-6
+"""Bits of the frozen frequency tables: every channel's frequencies sum to 2^PRECISION (a
+file may store them requantized to fewer bits, ``FrozenPrior.at_precision``)."""
+PRECISIONS = range(8, 17)
+"""Table precisions a file may use."""
+TAIL_MASS = 1e-4
 """Density mass left outside a channel's support (values there are escaped)."""
 MAX_SUPPORT = 1 << 13
 """Longest support of one channel's table (symbols); wider densities escape their tails."""
@@ -246,9 +249,22 @@ class FrozenPrior:
     lo: np.ndarray
     lengths: np.ndarray
     freqs: np.ndarray
+    precision: int = PRECISION
 
     def __post_init__(self) -> None:
         self.check()
+
+    def at_precision(self, precision: int) -> FrozenPrior:
+        """The same tables requantized to sum to 2^precision (smaller to store, a little less
+        exact to code with)."""
+        if precision == self.precision:
+            return self
+        if int(self.lengths.max()) + 1 > 1 << precision:
+            raise ValueError(f"a {int(self.lengths.max())}-symbol table cannot be stored at "
+                             f"{precision} bits")
+        tables = [quantized_frequencies(self.table(c).astype(np.float64), precision)
+                  for c in range(self.channels)]
+        return FrozenPrior(self.lo, self.lengths, np.concatenate(tables), precision)
 
     @property
     def channels(self) -> int:
@@ -265,12 +281,14 @@ class FrozenPrior:
         if self.freqs.shape != (int(self.lengths.sum()) + c,):
             raise FormatError(f"entropy model: {self.freqs.size} frequencies where the "
                               f"supports need {int(self.lengths.sum()) + c}")
+        if self.precision not in PRECISIONS:
+            raise FormatError(f"entropy model: table precision {self.precision!r} (8-16 bits)")
         if int(self.freqs.min()) < 1:
             raise FormatError("entropy model: a frequency below 1")
         sums = np.add.reduceat(self.freqs, self.starts())
-        if not np.all(sums == 1 << PRECISION):
+        if not np.all(sums == 1 << self.precision):
             raise FormatError(f"entropy model: a channel's frequencies do not sum to "
-                              f"2^{PRECISION}")
+                              f"2^{self.precision}")
 
     def starts(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.lengths + 1)[:-1]]).astype(np.int64)
@@ -289,7 +307,7 @@ class FrozenPrior:
         total = 0.0
         for c in range(self.channels):
             idx, esc = self.symbols(q[c].numpy(), c)
-            p = self.table(c)[idx] / float(1 << PRECISION)
+            p = self.table(c)[idx] / float(1 << self.precision)
             total += float(-np.log2(p).sum()) + 32 * int(esc.size)
         return total
 

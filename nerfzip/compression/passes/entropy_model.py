@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from nerfzip.codec.entropy_model import FactorizedPrior, channels_first
+from nerfzip.codec.tensors import TensorSpec, encode_tensor
 from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.constraints import Codebook, Factorized, constrained
 from nerfzip.compression.constraints.learned_prior import MB_BITS, LatentPrior
@@ -145,17 +146,24 @@ def refit_priors(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
 
 
 def coded_sizes(c: Compressed, grids: dict[str, int]) -> dict[str, Any]:
-    """Freeze every prior (``update``) and measure: the model's estimate of the latents' size
-    and their real range-coded bytes (what the file's streams hold)."""
+    """Freeze every prior (``update``) and measure, in real bytes: the model's estimate of the
+    latents' size against the range-coded streams, and what the file stores for the grids
+    (each grid's smaller coding: range-coded with its tables, or its latents as plain
+    symbols)."""
     tensors = c.tensors()
-    estimate, coded, tables = 0.0, 0, 0
+    estimate, streams, sections, ranged = 0.0, 0, 0, 0
     for name in grids:
         (prior,) = [k for k in c.constraints[name] if isinstance(k, LatentPrior)]
         frozen = prior.update()
         x = tensors[name].detach().cpu()
         estimate += prior.estimate_bits(x)
         stream, escapes = frozen.compress(prior.latents(x))
-        coded += len(stream) + 4 * len(escapes)
-        tables += int(frozen.freqs.size)
-    return {"estimate_bytes": round(estimate / 8), "coded_bytes": coded,
-            "estimate_mb": estimate / MB_BITS, "table_entries": tables}
+        streams += len(stream) + 4 * len(escapes)
+        spec = TensorSpec()
+        for k in c.constraints[name]:
+            spec = k.storage(spec)
+        node = encode_tensor(x, spec)
+        sections += node.nbytes()
+        ranged += node.params.get("coder") == "range"
+    return {"estimate_bytes": round(estimate / 8), "stream_bytes": streams,
+            "estimate_mb": estimate / MB_BITS, "grid_bytes": sections, "range_coded": ranged}
