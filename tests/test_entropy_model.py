@@ -12,6 +12,8 @@ import nrz_surgery as surgery
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nerfzip
 from nerfzip.codec import nrz
@@ -222,3 +224,62 @@ def test_lambda_is_spelled_lambda_in_pipelines():
     info = nerfzip.compression.registry.get_pass("entropy_model", "test")
     cfg = info.make_config(step.args, step.kwargs, "test")
     assert math.isclose(cfg.lmbda, 0.05) and cfg.steps == 0
+
+
+HOSTILE = [None, -1, 0, 1, 7, 8, 17, 1 << 40, 2.5, "range", "symbols", True, [0], {}]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_damaged_learned_nodes_are_refused_in_one_line_or_decode_shaped(fitted, data):
+    """Byte mutations and hostile parameters of both codings of codec 10: a one-line
+    FormatError, or a float32 tensor of the declared shape."""
+    prior, y = fitted
+    x = y[:, :200].contiguous() * 0.5
+    spec = TensorSpec(mode="learned", prior=LearnedSpec(0, torch.full((y.shape[0],), 0.5),
+                                                        prior.frozen))
+    nodes = learned_candidates(x, spec.prior, spec.coders)
+    node = nodes[data.draw(st.integers(0, len(nodes) - 1))]
+    if data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(["axis", "coder", "precision", "crc"]))
+        node = replace(node, params={**node.params, key: data.draw(st.sampled_from(HOSTILE))})
+    buf = bytearray(serialize(node))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(buf) - 1))
+        kind = data.draw(st.sampled_from(["flip", "truncate", "delete"]))
+        if kind == "flip":
+            buf[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "delete":
+            del buf[pos:pos + data.draw(st.integers(1, 8))]
+        else:
+            del buf[pos:]
+        if not buf:
+            break
+    try:
+        out = decode(parse(bytes(buf), Budget(1 << 20)))
+    except FormatError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert out.dtype == torch.float32 and tuple(out.shape) == tuple(x.shape)
+
+
+def test_hash_grid_tables_as_latents(tmp_path):
+    """The hash grid's tables are latents too: fine-tuning reaches the steps and priors under
+    the tables' parametrizations, and the file decodes to the fine-tuned field."""
+    small = load_procedural(resolution=24, n_train=8, n_test=1)
+    cfg = replace(defaults_for("procedural", "hash-grid"), iters=10, batch_size=128,
+                  warmup_batch_size=128, checkpoint_every=10 ** 6,
+                  field_options={"levels": 4, "log2_table_size": 10, "finest_resolution": 64})
+    model = train(small, cfg, tmp_path / "run", quiet=True)
+    c, report = nerfzip.entropy_model(model, 1.0, steps=6, batch_size=128, prior_steps=20,
+                                      scene=small)
+    assert report["grids"] == 4 and report["penalty_last"] > 0
+    (con,) = c.constraints["encoding.tables.0"]
+    (before,) = nerfzip.entropy_model(model, 1.0, steps=0, prior_steps=1)[0].constraints[
+        "encoding.tables.0"]
+    assert not torch.equal(con.step, before.step)  # the steps were trained
+    c.save(tmp_path / "h.nrz")
+    back = nrz.load(tmp_path / "h.nrz").field.named_tensors()
+    for name, x in c.model.field.named_tensors().items():
+        assert torch.equal(back[name], x), name

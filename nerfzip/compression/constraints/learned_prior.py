@@ -122,8 +122,9 @@ class LatentPrior(Constraint):
     def estimate_bits(self, x: Tensor) -> float:
         """The model's own estimate of the coded size of ``x``'s latents (continuous densities
         at the rounded latents), in bits."""
+        device = self.prior.matrices[0].device
         with torch.no_grad():
-            return float(self.prior.bits(self.latents(x).to(torch.float32)))
+            return float(self.prior.bits(self.latents(x).to(device, torch.float32)))
 
     def storage(self, spec: TensorSpec) -> TensorSpec:
         frozen = self.prior.frozen or self.update()

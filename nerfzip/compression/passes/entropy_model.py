@@ -1,7 +1,8 @@
 """The ``entropy_model`` pass: a field's feature grids as latents, quantized with a per-channel
 step and coded with a learned entropy model, fine-tuned for rate and distortion.
 
-Each feature grid (TensoRF VM planes and lines, CP lines: ``Field.feature_grids``) becomes
+Each feature grid (TensoRF VM planes and lines, CP lines, hash-grid tables:
+``Field.feature_grids``) becomes
 integer latents ``round(x / step)`` per channel (its components) with a factorized prior
 (``nerfzip.codec.entropy_model``, Ballé et al. 2018) fitted to them. Fine-tuning (the
 ``finetune`` machinery, ``fit/finetune.py``) then minimises
@@ -32,7 +33,6 @@ from nerfzip.compression.constraints.learned_prior import MB_BITS, LatentPrior
 from nerfzip.compression.fit.finetune import train_constrained
 from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.errors import NerfzipError
-from nerfzip.fields.tensorf import TensoRF
 from nerfzip.rendering.model import RadianceModel
 from nerfzip.utils.schema import limits
 
@@ -79,9 +79,9 @@ def grids_to_code(c: Compressed, cfg: Config) -> dict[str, int]:
     """The feature grids the pass codes, with their channel axis; refuses, before anything
     runs, fields it does not cover and grids other passes made into something else."""
     field_ = c.model.field
-    if not isinstance(field_, TensoRF):
-        raise NerfzipError(f"entropy_model works on TensoRF fields (tensorf-vm, tensorf-cp), "
-                           f"not {field_.family}")
+    if not field_.feature_grids():
+        raise NerfzipError(f"entropy_model works on fields with feature grids (tensorf-vm, "
+                           f"tensorf-cp, hash-grid), not {field_.family}")
     grids = {name: g.axis for name, g in field_.feature_grids().items() if cfg.include in name}
     if not grids:
         raise NerfzipError(f"entropy_model: no feature grid matches include={cfg.include!r}")
@@ -110,9 +110,9 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         v = channels_first(x, axis)
         step = initial_step(v, cfg)
         prior_seed = cfg.seed * 7919 + i
-        prior = FactorizedPrior(v.shape[0]).to(v.device)
-        fitted[name] = prior.fit(torch.round(v / step[:, None]), steps=cfg.prior_steps,
-                                 seed=prior_seed)
+        q = torch.round(v / step[:, None])
+        prior = FactorizedPrior(v.shape[0], init_scale=(4 * q.std(dim=1)).cpu()).to(v.device)
+        fitted[name] = prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
         c.add(name, LatentPrior(axis, step, prior, cfg.lmbda, cfg.learn_step,
                                 cfg.rate_sample, prior_seed))
     c.project()
