@@ -6,6 +6,8 @@ trades bytes for lambda."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import nrz_surgery as surgery
@@ -125,10 +127,30 @@ def scene():
 
 
 @pytest.fixture(scope="module")
-def trained(scene, tmp_path_factory):
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.fixture(scope="module")
+def trained(scene, run_dir):
     cfg = replace(defaults_for("procedural", "tensorf-vm"), iters=200, batch_size=1024,
                   warmup_batch_size=256, n_voxels_final=32**3, checkpoint_every=10_000)
-    return train(scene, cfg, tmp_path_factory.mktemp("run"), quiet=True)
+    return train(scene, cfg, run_dir, quiet=True)
+
+
+def test_cli_compresses_with_the_pass_and_refuses_a_bad_lambda_in_one_line(trained, run_dir,
+                                                                          tmp_path):
+    cli = [sys.executable, "-m", "nerfzip.cli.main", "compress", str(run_dir), "-o"]
+    ok = subprocess.run(cli + [str(tmp_path / "e.nrz"), "--pipeline",
+                               "entropy_model(lambda=0.01, steps=0, prior_steps=20)"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    header = nrz.info(tmp_path / "e.nrz")["header"]
+    assert header["pipeline"][-1]["step"] == "entropy_model"
+    bad = subprocess.run(cli + [str(tmp_path / "f.nrz"), "--pipeline",
+                                "entropy_model(lambda=500)"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "entropy_model" in bad.stderr and "lmbda" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "f.nrz").exists()
 
 
 @pytest.fixture(scope="module")

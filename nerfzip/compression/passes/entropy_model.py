@@ -71,7 +71,10 @@ def initial_step(v: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Per channel of v [C, N]: ``cfg.step``, or the channel's range / 2^bits (never 0)."""
     if cfg.step > 0:
         return torch.full((v.shape[0],), cfg.step, device=v.device)
-    span = (v.amax(dim=1) - v.amin(dim=1)).clamp_min(1e-6)
+    span = v.amax(dim=1) - v.amin(dim=1)
+    # A (nearly) constant channel still gets a step that keeps its latents well inside the
+    # coder's range: at most 2^10 steps per unit of its largest magnitude.
+    span = torch.maximum(span, v.abs().amax(dim=1) * 2.0 ** -10).clamp_min(1e-6)
     return span / (1 << cfg.bits)
 
 
@@ -104,15 +107,15 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         raise NerfzipError("entropy_model needs the scene's training views to fine-tune (pass "
                            "--data, or steps=0)")
     tensors = c.tensors()
-    fitted = {}
     for i, (name, axis) in enumerate(grids.items()):
         x = constrained(tensors[name].detach(), c.constraints.get(name, []))
         v = channels_first(x, axis)
         step = initial_step(v, cfg)
         prior_seed = cfg.seed * 7919 + i
         q = torch.round(v / step[:, None])
-        prior = FactorizedPrior(v.shape[0], init_scale=(4 * q.std(dim=1)).cpu()).to(v.device)
-        fitted[name] = prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
+        spread = torch.nan_to_num(4 * q.std(dim=1), nan=1.0).cpu()  # (one value: no std)
+        prior = FactorizedPrior(v.shape[0], init_scale=spread).to(v.device)
+        prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
         c.add(name, LatentPrior(axis, step, prior, cfg.lmbda, cfg.learn_step,
                                 cfg.rate_sample, prior_seed))
     c.project()
