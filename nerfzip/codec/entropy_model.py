@@ -95,18 +95,21 @@ class FactorizedPrior(nn.Module):
                                                        generator=gen) - 0.5))
             if i < len(widths) - 2:
                 self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
+        self.spike = nn.Parameter(torch.full((channels, 1), -6.0))
+        """Logit of each channel's point mass at exactly 0 (a spike-and-slab prior: pruned
+        or never-trained entries are exact zeros, which no smooth density holds)."""
         self.frozen: FrozenPrior | None = None
 
     # --- the functional core: parameters passed in, so fine-tuning can train copies -------
     def params(self) -> list[Tensor]:
         """Every parameter in a fixed order (what ``cumulative_logits`` takes)."""
-        return [*self.matrices, *self.biases, *self.factors]
+        return [*self.matrices, *self.biases, *self.factors, self.spike]
 
     def cumulative_logits(self, y: Tensor, params: list[Tensor] | None = None) -> Tensor:
         """``f_c(y)`` for y [C, N]: the logit of the cumulative density at y."""
         p = self.params() if params is None else params
         n = len(self.matrices)
-        mats, biases, factors = p[:n], p[n:2 * n], p[2 * n:]
+        mats, biases, factors = p[:n], p[n:2 * n], p[2 * n:3 * n - 1]
         h = y.unsqueeze(1)  # [C, 1, N]
         for i in range(n):
             h = torch.matmul(F.softplus(mats[i]), h) + biases[i]
@@ -114,14 +117,24 @@ class FactorizedPrior(nn.Module):
                 h = h + torch.tanh(factors[i]) * torch.tanh(h)
         return h.squeeze(1)
 
-    def likelihood(self, y: Tensor, params: list[Tensor] | None = None) -> Tensor:
-        """Probability of [y - 1/2, y + 1/2] for y [C, N] (floored at LIKELIHOOD_BOUND). The
-        difference of sigmoids is taken on the side where they are small (CompressAI's sign
-        trick), so far tails keep their precision."""
+    def smooth_likelihood(self, y: Tensor, params: list[Tensor] | None = None) -> Tensor:
+        """Mass of the smooth density over [y - 1/2, y + 1/2] for y [C, N]. The difference of
+        sigmoids is taken on the side where they are small (CompressAI's sign trick), so far
+        tails keep their precision."""
         lower = self.cumulative_logits(y - 0.5, params)
         upper = self.cumulative_logits(y + 0.5, params)
         sign = -torch.sign(lower + upper).detach()
-        lik = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+
+    def likelihood(self, y: Tensor, params: list[Tensor] | None = None) -> Tensor:
+        """Probability of [y - 1/2, y + 1/2] for y [C, N] (floored at LIKELIHOOD_BOUND):
+        ``(1 - pi) * smooth + pi * spike``, the spike's share of the bin ``max(0, 1 - |y|)``
+        (its mass at 0 spread by the same uniform noise as the latents: exactly [y == 0] at
+        integers)."""
+        p = self.params() if params is None else params
+        pi = torch.sigmoid(p[-1])
+        spike = (1 - y.abs()).clamp_min(0)
+        lik = (1 - pi) * self.smooth_likelihood(y, p) + pi * spike
         return lik.clamp_min(LIKELIHOOD_BOUND)
 
     def bits(self, y: Tensor, params: list[Tensor] | None = None) -> Tensor:
@@ -202,6 +215,9 @@ def support(prior: FactorizedPrior) -> tuple[Tensor, Tensor]:
 
     lo = torch.floor(quantile(TAIL_MASS / 2)).long()
     hi = torch.ceil(quantile(1 - TAIL_MASS / 2)).long()
+    spiked = torch.sigmoid(params[-1][:, 0]) > TAIL_MASS  # the support holds 0 as well
+    lo = torch.where(spiked, torch.minimum(lo, torch.zeros_like(lo)), lo)
+    hi = torch.where(spiked, torch.maximum(hi, torch.zeros_like(hi)), hi)
     median = torch.round(quantile(0.5)).long()
     long = hi - lo + 1 > MAX_SUPPORT
     lo = torch.where(long, median - MAX_SUPPORT // 2, lo)
@@ -236,6 +252,10 @@ def freeze(prior: FactorizedPrior) -> FrozenPrior:
         upper = prior.cumulative_logits(k[None] + 0.5, one)[0]
         sign = -torch.sign(lower + upper)
         pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).numpy()
+        pi = float(torch.sigmoid(one[-1]).reshape(()))
+        pmf = (1 - pi) * pmf
+        if int(lo[c]) <= 0 <= int(hi[c]):
+            pmf[-int(lo[c])] += pi  # (else the spike's mass goes to the escape)
         tail = max(0.0, 1.0 - float(pmf.sum()))
         freqs.append(quantized_frequencies(np.append(pmf, tail)))
         lengths.append(pmf.size)

@@ -115,6 +115,8 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         q = torch.round(v / step[:, None])
         spread = torch.nan_to_num(4 * q.std(dim=1), nan=1.0).cpu()  # (one value: no std)
         prior = FactorizedPrior(v.shape[0], init_scale=spread).to(v.device)
+        with torch.no_grad():  # the spike starts at the share of exact zeros
+            prior.spike.copy_(torch.logit((q == 0).float().mean(dim=1).clamp(1e-3, 0.9))[:, None])
         prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
         c.add(name, LatentPrior(axis, step, prior, cfg.lmbda, cfg.learn_step,
                                 cfg.rate_sample, prior_seed))
