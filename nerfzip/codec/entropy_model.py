@@ -6,9 +6,11 @@ The density of channel c is learned non-parametrically (Ballé, Minnen, Singh, H
 "Variational image compression with a scale hyperprior", ICLR 2018, appendix 6.1): its
 cumulative is ``sigmoid(f_c(y))`` with ``f_c`` a small monotone network (matrices through a
 softplus, so every weight is positive; ``tanh`` gates whose factors are squashed to (-1, 1)).
-The probability of an integer symbol q is the mass of the density over [q - 1/2, q + 1/2]:
+The probability of an integer symbol q is the mass of the density over [q - 1/2, q + 1/2],
+mixed with a learned point mass pi_c at exactly 0 (spike and slab: exact zeros, from pruning or
+never-trained hash entries, are common in grids and no smooth density holds them):
 
-    p_c(q) = sigmoid(f_c(q + 1/2)) - sigmoid(f_c(q - 1/2))
+    p_c(q) = (1 - pi_c) (sigmoid(f_c(q + 1/2)) - sigmoid(f_c(q - 1/2))) + pi_c [q = 0]
 
 While training, latents get additive uniform noise in [-1/2, 1/2) (the continuous relaxation
 of rounding) and ``bits`` is a differentiable estimate of the coded size. ``update`` freezes the
