@@ -11,8 +11,9 @@ it needs fewer bytes for the same quality).
 Command line: ``python benchmarks/rd.py ANCHOR.json TEST.json`` prints both figures for two
 point files (each a JSON list of ``{"bytes": ..., "psnr": ...}``), and ``python
 benchmarks/rd.py --sweep RUN --data SCENE --lambdas 0.001 0.01 0.1 -o points.json`` runs the
-``entropy_model`` pass at each lambda and writes such a file (size of the .nrz on disk, PSNR on
-the test views, compress seconds).
+``entropy_model`` pass at each lambda (then ``--then``, by default ``quant(8,
+include=decoder)``) and writes such a file (size of the .nrz on disk, PSNR on the test views,
+compress seconds).
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ def read_points(path: str | Path) -> list[tuple[float, float]]:
     return [(float(r["bytes"]), float(r["psnr"])) for r in rows]
 
 
-def sweep(run: str, data: str, lambdas: list[float], steps: int, out: str, every: int) -> None:
-    """The ``entropy_model`` pass at each lambda: file bytes, test PSNR, compress seconds."""
+def sweep(run: str, data: str, lambdas: list[float], steps: int, out: str, every: int,
+          then: str = "") -> None:
+    """The ``entropy_model`` pass at each lambda, then the pipeline ``then`` (e.g.
+    ``quant(8, include=decoder)``): file bytes, test PSNR, compress seconds."""
     import nerfzip
 
     model = nerfzip.load_model(run)
@@ -123,13 +126,16 @@ def sweep(run: str, data: str, lambdas: list[float], steps: int, out: str, every
     for lam in lambdas:
         t0 = time.perf_counter()
         c, report = nerfzip.entropy_model(model, lam, steps=steps, scene=scene, quiet=False)
+        if then:
+            c = nerfzip.run_pipeline(c, nerfzip.parse_pipeline(then), scene)
         path = Path(out).with_suffix(f".lambda{lam:g}.nrz")
         size = c.save(path).bytes
         seconds = time.perf_counter() - t0
         res = nerfzip.evaluate(nerfzip.load(path), scene, "test", every=every, quiet=True)
-        rows.append({"lambda": lam, "bytes": size, "psnr": res["mean"]["psnr"],
+        rows.append({"lambda": lam, "then": then, "bytes": size, "psnr": res["mean"]["psnr"],
                      "ssim": res["mean"]["ssim"], "compress_seconds": seconds,
-                     "latent_bytes": report["coded_bytes"],
+                     "grid_bytes": report["grid_bytes"],
+                     "latent_stream_bytes": report["stream_bytes"],
                      "latent_estimate_bytes": report["estimate_bytes"]})
         print(json.dumps(rows[-1]), flush=True)
     Path(out).write_text(json.dumps(rows, indent=1))
@@ -142,11 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", help="the scene (with --sweep)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.001, 0.01, 0.1])
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--then", default="quant(8, include=decoder)",
+                    help="pipeline run after entropy_model ('' for none)")
     ap.add_argument("--every", type=int, default=8, help="test views: every n-th")
     ap.add_argument("-o", "--out", default="rd_points.json")
     args = ap.parse_args(argv)
     if args.sweep:
-        sweep(args.sweep, args.data, args.lambdas, args.steps, args.out, args.every)
+        sweep(args.sweep, args.data, args.lambdas, args.steps, args.out, args.every, args.then)
         return
     if len(args.files) != 2:
         ap.error("give ANCHOR.json and TEST.json (or --sweep)")
