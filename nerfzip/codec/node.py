@@ -44,9 +44,11 @@ class TensorSpec:
     the tensor's min / max or from a given ``grid``), ``lowrank`` (a [m, n] matrix stored as
     rank-``rank`` factors), ``tucker`` / ``cp`` (the given ``parts``: core and factors over
     ``modes``, or CP factors, each with its own spec; a compression pass made the fit, and the
-    tensor must be exactly their product). ``vector_axis`` names the axis of feature vectors,
-    so that an exact codebook of repeated vectors is tried (what vector quantization leaves
-    behind). The modes are those the registered codecs offer (``known_modes``).
+    tensor must be exactly their product), ``learned`` (integer latents ``round(x / step)`` per
+    channel, range-coded with a learned entropy model's frozen tables: ``prior``).
+    ``vector_axis`` names the axis of feature vectors, so that an exact codebook of repeated
+    vectors is tried (what vector quantization leaves behind). The modes are those the
+    registered codecs offer (``known_modes``).
     """
 
     mode: str = "lossless"
@@ -62,6 +64,9 @@ class TensorSpec:
     """Tucker: (core, spec), then (U_m, spec) per mode of ``modes``; CP: (U_k, spec) per mode."""
     modes: tuple[int, ...] = ()
     """Tucker: the modes that have a factor (the others are kept whole in the core)."""
+    prior: Any = field(default=None, compare=False)
+    """``learned``: the frozen entropy model and quantization step the latents are coded with
+    (``codecs.learned.LearnedSpec``)."""
 
 
 @dataclass

@@ -266,7 +266,9 @@ class HashGrid(Field):
 
     # --- training hooks ---------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"grid": list(self.encoding.tables),
+        # .parameters(), not the list's items: under fine-tuning's parametrizations the items
+        # are computed tensors, and the leaves (latents, codebooks, steps) sit beneath.
+        return {"grid": list(self.encoding.tables.parameters()),
                 "net": list(self.density_net.parameters()) + list(self.color_net.parameters())}
 
     def optimizer_options(self) -> dict[str, dict[str, Any]]:

@@ -8,8 +8,9 @@ these vectors, a product of these factors). It owns
   straight-through gradient where the projection rounds;
 - its **parametrisation for fine-tuning**: the extra tensors fine-tuning trains
   (``trainable``: a codebook), the tensors the constrained tensor is trained through instead
-  of itself (``latent`` / ``from_latent``: a factorisation's core and factors), and the
-  constraint that results (``trained``);
+  of itself (``latent`` / ``from_latent``: a factorisation's core and factors), a term it adds
+  to the loss (``penalty_with``: a learned prior's rate), and the constraint that results
+  (``trained``);
 - its **precedence** (``order``) and its **merge rule** (``absorb`` / ``replaces``): what
   happens when a later pass constrains the same tensor again;
 - its **storage spec** (``storage``): what it adds to the ``TensorSpec`` the .nrz encoder
@@ -67,6 +68,12 @@ class Constraint:
     def project_with(self, x: Tensor, trained: list[Tensor]) -> Tensor:
         """``project`` with the trainable tensors replaced by ``trained`` (differentiable)."""
         return self.project(x)
+
+    def penalty_with(self, x: Tensor, trained: list[Tensor]) -> Tensor | None:
+        """A term fine-tuning adds to its loss for ``x`` (the tensor as it reaches this
+        constraint), differentiable in ``x`` and ``trained`` (a learned prior's weighted rate
+        estimate); None: nothing."""
+        return None
 
     def latent(self) -> list[Tensor] | None:
         """The tensors the constrained tensor is trained through instead of itself (None:

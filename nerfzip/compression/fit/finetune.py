@@ -47,6 +47,8 @@ class Constrain(nn.Module):
         self.trained = nn.ModuleList([nn.ParameterList([nn.Parameter(t.clone())
                                                         for t in c.trainable()])
                                       for c in self.rest])
+        self.penalty: Tensor | None = None
+        """The constraints' loss terms (``penalty_with``) of the last forward pass."""
 
     def right_inverse(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
         if self.source is None:
@@ -55,8 +57,13 @@ class Constrain(nn.Module):
 
     def forward(self, *latent: Tensor) -> Tensor:
         x = latent[0] if self.source is None else self.source.from_latent(list(latent))
+        penalties = []
         for c, params in zip(self.rest, self.trained):
+            term = c.penalty_with(x, list(params))
+            if term is not None:
+                penalties.append(term)
             x = c.project_with(x, list(params))
+        self.penalty = sum(penalties) if penalties else None
         return x
 
     def finished(self, latent: list[Tensor] | None) -> list[Constraint]:
@@ -77,9 +84,23 @@ def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_
              lr_net: float, seed: int, scene: Scene | None, quiet: bool = True
              ) -> tuple[Compressed, dict[str, Any]]:
     """``steps`` of Adam on random training rays of ``scene``, constraints kept (the
-    ``finetune`` pass, ``passes/finetune.py``)."""
+    ``finetune`` pass, ``passes/finetune.py``), recorded in the pipeline."""
+    c, report = train_constrained(model, steps, batch_size, lr_grid, lr_net, seed, scene,
+                                  quiet)
+    c.record("finetune", {"steps": steps, "batch_size": batch_size, "lr_grid": report.pop(
+        "lr_grid"), "lr_net": lr_net}, report)
+    return c, report
+
+
+def train_constrained(model: RadianceModel | Compressed, steps: int, batch_size: int,
+                      lr_grid: float, lr_net: float, seed: int, scene: Scene | None,
+                      quiet: bool = True, what: str = "finetune"
+                      ) -> tuple[Compressed, dict[str, Any]]:
+    """``steps`` of Adam on random training rays of ``scene`` with every constraint in force;
+    the loss is the rendering MSE plus the constraints' penalties (a learned prior's weighted
+    rate). Not recorded: the pass that calls it records itself."""
     if scene is None:
-        raise NerfzipError("finetune needs the scene's training views (pass --data)")
+        raise NerfzipError(f"{what} needs the scene's training views (pass --data)")
     c = Compressed.of(model)
     field = c.model.field
     if not field.param_groups().get("grid"):  # a family without grids: one rate (recorded)
@@ -93,8 +114,9 @@ def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_
                            betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
     device = field.aabb.device
-    bar = progress_bar(steps, desc="finetune", quiet=quiet)
+    bar = progress_bar(steps, desc=what, quiet=quiet)
     psnrs: list[float] = []
+    penalties: list[float] = []
     field.train()
     try:
         for _ in range(steps):
@@ -110,6 +132,11 @@ def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_
                 mse = F.mse_loss(out["rgb"], target)
                 loss = mse + (F.mse_loss(out["rgb_coarse"], target) if "rgb_coarse" in out
                               else 0)
+                terms = [h.penalty for h in hooks.values() if h.penalty is not None]
+                if terms:
+                    penalty = sum(terms)
+                    loss = loss + penalty
+                    penalties.append(float(penalty.detach()))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             opt.step()
@@ -132,7 +159,8 @@ def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_
     head = psnrs[: max(1, steps // 10)]
     tail = psnrs[-max(1, steps // 10):]
     report = {"steps": steps, "train_psnr_first": sum(head) / len(head) if psnrs else None,
-              "train_psnr_last": sum(tail) / len(tail) if psnrs else None}
-    c.record("finetune", {"steps": steps, "batch_size": batch_size, "lr_grid": lr_grid,
-                          "lr_net": lr_net}, report)
+              "train_psnr_last": sum(tail) / len(tail) if psnrs else None, "lr_grid": lr_grid}
+    if penalties:
+        report["penalty_first"] = penalties[0]
+        report["penalty_last"] = penalties[-1]
     return c, report

@@ -1,0 +1,174 @@
+"""The ``entropy_model`` pass: a field's feature grids as latents, quantized with a per-channel
+step and coded with a learned entropy model, fine-tuned for rate and distortion.
+
+Each feature grid (TensoRF VM planes and lines, CP lines, hash-grid tables:
+``Field.feature_grids``) becomes
+integer latents ``round(x / step)`` per channel (its components) with a factorized prior
+(``nerfzip.codec.entropy_model``, Ballé et al. 2018) fitted to them. Fine-tuning (the
+``finetune`` machinery, ``fit/finetune.py``) then minimises
+
+    loss = MSE(rendered, training pixels) + lambda * R,
+
+R the priors' estimate of the latents' coded size in MB (2^20 bytes) under additive uniform
+noise, while the renderer sees the rounded latents (straight-through), so the grids, the
+networks, the steps and the priors learn together (ECTensoRF, Deng & Tartaglione, ICML 2024,
+with a factorized prior). At the end the priors are frozen (``update``) and the file stores
+each grid as the range-coded latents, the steps and the priors' integer tables (codec 10);
+the other tensors (decoder, basis) are stored as the pipeline's other passes say (lossless by
+default; ``quant(8, include=decoder)`` after this pass, for instance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nerfzip.codec.entropy_model import FactorizedPrior, channels_first
+from nerfzip.codec.tensors import TensorSpec, encode_tensor
+from nerfzip.compression.compressed import Compressed
+from nerfzip.compression.constraints import Codebook, Factorized, constrained
+from nerfzip.compression.constraints.learned_prior import MB_BITS, LatentPrior
+from nerfzip.compression.fit.finetune import train_constrained
+from nerfzip.compression.registry import PassContext, register_pass
+from nerfzip.errors import NerfzipError
+from nerfzip.rendering.model import RadianceModel
+from nerfzip.utils.schema import limits
+
+
+@dataclass
+class Config:
+    """Learned entropy coding of the feature grids, fine-tuned for rate + distortion."""
+
+    lmbda: float = field(default=0.01, metadata=limits(0.0, 100.0, lo_open=True))
+    """Rate weight (lambda= in pipelines): loss = MSE + lambda x latent MB (higher: smaller)."""
+    steps: int = field(default=1000, metadata=limits(0))
+    """Fine-tuning steps (0: quantize, fit the priors and code, without training)."""
+    step: float = field(default=0.0, metadata=limits(0.0, 1.0))
+    """Initial quantization step of every channel (0: each channel's range / 2^bits)."""
+    bits: int = field(default=8, metadata=limits(2, 16))
+    """With step=0: the initial step spans each channel's range in 2^bits steps."""
+    learn_step: bool = True
+    """Train the per-channel steps with the rest (False: keep the initial ones)."""
+    batch_size: int = field(default=4096, metadata=limits(1))
+    """Rays per fine-tuning step."""
+    lr_grid: float = field(default=2e-3, metadata=limits(0.0))
+    """Learning rate of the grids, steps and priors."""
+    lr_net: float = field(default=1e-4, metadata=limits(0.0))
+    """Learning rate of the networks."""
+    prior_steps: int = field(default=300, metadata=limits(0, 100000))
+    """Adam steps fitting each prior to its initial latents before fine-tuning."""
+    rate_sample: int = field(default=65536, metadata=limits(0))
+    """Latent values per grid the rate term reads each step (a random subset; 0: all)."""
+    include: str = ""
+    """Only feature grids whose name contains this text."""
+    seed: int = 0
+    """Seed of the ray sampling and the noise."""
+
+
+def initial_step(v: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Per channel of v [C, N]: ``cfg.step``, or the channel's range / 2^bits (never 0)."""
+    if cfg.step > 0:
+        return torch.full((v.shape[0],), cfg.step, device=v.device)
+    span = v.amax(dim=1) - v.amin(dim=1)
+    # A (nearly) constant channel still gets a step that keeps its latents well inside the
+    # coder's range: at most 2^10 steps per unit of its largest magnitude.
+    span = torch.maximum(span, v.abs().amax(dim=1) * 2.0 ** -10).clamp_min(1e-6)
+    return span / (1 << cfg.bits)
+
+
+def grids_to_code(c: Compressed, cfg: Config) -> dict[str, int]:
+    """The feature grids the pass codes, with their channel axis; refuses, before anything
+    runs, fields it does not cover and grids other passes made into something else."""
+    field_ = c.model.field
+    if not field_.feature_grids():
+        raise NerfzipError(f"entropy_model works on fields with feature grids (tensorf-vm, "
+                           f"tensorf-cp, hash-grid), not {field_.family}")
+    grids = {name: g.axis for name, g in field_.feature_grids().items() if cfg.include in name}
+    if not grids:
+        raise NerfzipError(f"entropy_model: no feature grid matches include={cfg.include!r}")
+    for name in grids:
+        kinds = [type(k).__name__ for k in c.constraints.get(name, [])
+                 if isinstance(k, (Codebook, Factorized))]
+        if kinds:
+            raise NerfzipError(f"entropy_model: {name} is already {kinds[0]} (vq / "
+                               "tensor_decompose); its latents would be those, not the grid")
+    return grids
+
+
+@register_pass("entropy_model", Config, renames={"lambda": "lmbda"})
+def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
+                  ) -> tuple[Compressed, dict[str, Any]]:
+    """Feature grids as latents coded with a learned entropy model, trained for rate + MSE."""
+    c = Compressed.of(model)
+    grids = grids_to_code(c, cfg)
+    if cfg.steps and ctx.scene is None:
+        raise NerfzipError("entropy_model needs the scene's training views to fine-tune (pass "
+                           "--data, or steps=0)")
+    tensors = c.tensors()
+    for i, (name, axis) in enumerate(grids.items()):
+        x = constrained(tensors[name].detach(), c.constraints.get(name, []))
+        v = channels_first(x, axis)
+        step = initial_step(v, cfg)
+        prior_seed = cfg.seed * 7919 + i
+        q = torch.round(v / step[:, None])
+        spread = torch.nan_to_num(4 * q.std(dim=1), nan=1.0).cpu()  # (one value: no std)
+        prior = FactorizedPrior(v.shape[0], init_scale=spread).to(v.device)
+        with torch.no_grad():  # the spike starts at the share of exact zeros
+            prior.spike.copy_(torch.logit((q == 0).float().mean(dim=1).clamp(1e-3, 0.9))[:, None])
+        prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
+        c.add(name, LatentPrior(axis, step, prior, cfg.lmbda, cfg.learn_step,
+                                cfg.rate_sample, prior_seed))
+    c.project()
+    report: dict[str, Any] = {"lambda": cfg.lmbda, "grids": len(grids),
+                              "latents": sum(tensors[n].numel() for n in grids)}
+    if cfg.steps:
+        c, ft = train_constrained(c, cfg.steps, cfg.batch_size, cfg.lr_grid, cfg.lr_net,
+                                  cfg.seed, ctx.scene, ctx.quiet, what="entropy_model")
+        report.update({k: v for k, v in ft.items() if k != "lr_grid"})
+    if cfg.steps and cfg.prior_steps:
+        refit_priors(c, grids, cfg)
+    report.update(coded_sizes(c, grids))
+    args = {"lmbda": cfg.lmbda, "steps": cfg.steps, "step": cfg.step, "bits": cfg.bits,
+            "learn_step": cfg.learn_step, "batch_size": cfg.batch_size, "lr_grid": cfg.lr_grid,
+            "lr_net": cfg.lr_net, "prior_steps": cfg.prior_steps,
+            "rate_sample": cfg.rate_sample, "include": cfg.include, "seed": cfg.seed}
+    c.record("entropy_model", args, report)
+    return c, report
+
+
+def refit_priors(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
+    """Fit each prior again to its final latents (the prior changes only the code length,
+    never what renders, so this is free: the densities catch up with the last steps)."""
+    tensors = c.tensors()
+    for i, name in enumerate(grids):
+        (con,) = [k for k in c.constraints[name] if isinstance(k, LatentPrior)]
+        q = con.latents(tensors[name].detach()).to(torch.float32).to(tensors[name].device)
+        con.prior.fit(q, steps=max(1, cfg.prior_steps // 2), lr=5e-3,
+                      seed=cfg.seed * 7919 + i + 1)
+        con.prior.frozen = None
+
+
+def coded_sizes(c: Compressed, grids: dict[str, int]) -> dict[str, Any]:
+    """Freeze every prior (``update``) and measure, in real bytes: the model's estimate of the
+    latents' size against the range-coded streams, and what the file stores for the grids
+    (each grid's smaller coding: range-coded with its tables, or its latents as plain
+    symbols)."""
+    tensors = c.tensors()
+    estimate, streams, sections, ranged = 0.0, 0, 0, 0
+    for name in grids:
+        (prior,) = [k for k in c.constraints[name] if isinstance(k, LatentPrior)]
+        frozen = prior.update()
+        x = tensors[name].detach().cpu()
+        estimate += prior.estimate_bits(x)
+        stream, escapes = frozen.compress(prior.latents(x))
+        streams += len(stream) + 4 * len(escapes)
+        spec = TensorSpec()
+        for k in c.constraints[name]:
+            spec = k.storage(spec)
+        node = encode_tensor(x, spec)
+        sections += node.nbytes()
+        ranged += node.params.get("coder") == "range"
+    return {"estimate_bytes": round(estimate / 8), "stream_bytes": streams,
+            "estimate_mb": estimate / MB_BITS, "grid_bytes": sections, "range_coded": ranged}
