@@ -335,9 +335,14 @@ class Octree(Field):
         return {"sampler": "octree"}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        grid = [self.sigma, self.sh if self.config.appearance == "sh" else self.features]
-        net = [] if self.config.appearance == "sh" else list(self.decoder.parameters())
-        return {"grid": grid, "net": net}
+        # By name, not ``self.sigma``: under fine-tuning's parametrizations (codebooks, masks)
+        # the attribute is a computed tensor, and the leaves to train sit beneath it.
+        leaf_data = ("sigma", "sh" if self.config.appearance == "sh" else "features")
+        groups: dict[str, list[nn.Parameter]] = {"grid": [], "net": []}
+        for name, p in self.named_parameters():
+            base = name.removeprefix("parametrizations.").split(".")[0]
+            groups["grid" if base in leaf_data else "net"].append(p)
+        return groups
 
     def feature_grids(self) -> dict[str, FeatureGrid]:
         """The leaf colour data: one vector per leaf along axis 0; leaves in Morton order are
