@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--source-views", type=int, default=5,
                     help="views the source's frame time is the median of")
     ap.add_argument("--append", action="store_true", help="add rows to an existing record")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="keep each pipeline's .nrz in this folder (<name>_<n>.nrz)")
     args = ap.parse_args()
     if bool(args.model) == bool(args.imported):
         ap.error("give --model or --imported")
@@ -112,14 +114,16 @@ def main() -> None:
                               "frame_seconds": src_seconds,
                               "views": len(views), "views_vs_source": len(src_views)},
                    "machine": machine_info(), "threads": threads})
-    for spec in args.pipelines:
+    for n, spec in enumerate(args.pipelines):
         text = PRESETS[spec[len("preset:"):]] if spec.startswith("preset:") else spec
         t0 = time.perf_counter()
         c = run_pipeline(source, parse_pipeline(text), scene)
         build_s = time.perf_counter() - t0
-        saved = c.save(tmp / "o.nrz")
+        path = (args.save / f"{args.name}_{n}.nrz") if args.save else tmp / "o.nrz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        saved = c.save(path)
         t0 = time.perf_counter()
-        back = nrz.load(tmp / "o.nrz")
+        back = nrz.load(path)
         decode_s = time.perf_counter() - t0
         frame = render_seconds(back, scene, [(i * 7) % n_test for i in range(5)])
         h, w = scene.split("test").images.shape[1:3]

@@ -88,6 +88,10 @@ SECTIONS = {
                      "PSNR loss", "SSIM", "vs source render (PSNR / SSIM)", "frame",
                      "frames/s", "vs source renderer", "segments/ray",
                      "ns/segment (wall, core)", "bake + compress time"]),
+    "view": Section("### Looking at a baked octree: web page and viewer",
+                    ["model", "leaves", ".nrz", "exported folder", "export time",
+                     "page: load to first frame", "load to full frame", "page frame (full, "
+                     "moving)", "canvas vs Python", "viewer moving frame", "viewer still frame"]),
     "int8": Section("### Dynamic int8 inference (`--int8 on`) against float32",
                     ["model", "test views", "precision", "PSNR", "SSIM", "render s/view",
                      "65,536 field queries", "colour RMS error there"]),
@@ -202,6 +206,25 @@ def bake_rows(records: list[dict]) -> list[Row]:
                 f"{x['speedup']:.0f}x", f"{x['samples_per_ray']:.1f}",
                 f"{x['ns_per_sample']:.0f}, {x['core_ns_per_sample']:.0f}",
                 f"{x['seconds']:.0f} s"], run_of(r, x.get("commit")), x["command"]))
+    return out
+
+
+def view_rows(records: list[dict]) -> list[Row]:
+    out = []
+    for r in records:
+        page, viewer, exp = r["page"], r["viewer"], r["export"]
+        w, h = page["size"]
+        mw, mh = viewer["moving"]["size"]
+        out.append(row("view", [
+            r["name"], f"{r['leaves']:,}", f"{r['file_bytes'] / 2**20:.2f} MB",
+            f"{exp['bytes'] / 2**20:.2f} MB", f"{exp['seconds']:.1f} s",
+            f"{page['load_to_first_frame_ms'] / 1000:.2f} s (at {page['first_frame_scale']}x)",
+            f"{page['load_to_full_frame_ms'] / 1000:.2f} s ({w}x{h})",
+            f"{page['frame_ms_full']:.0f} / {page['frame_ms_moving']:.0f} ms "
+            f"({page['webgl']})", f"{page['canvas_psnr_vs_python']:.1f} dB",
+            f"{viewer['moving']['frame_ms']:.0f} ms = {viewer['moving']['fps']:.1f} fps "
+            f"({mw}x{mh})", f"{viewer['still']['frame_ms']:.0f} ms"],
+            run_of(r), r["command"]))
     return out
 
 
@@ -438,7 +461,8 @@ def machine_line(machine: dict | None, old_body: str) -> str:
 def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     kind = {name: [r for r in records if r.get("benchmark") == name]
-            for name in ("train", "imported", "codec", "compress", "int8", "render", "bake")}
+            for name in ("train", "imported", "codec", "compress", "int8", "render", "bake",
+                         "view")}
     compress = kind["compress"]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
@@ -447,7 +471,8 @@ def main() -> None:
     fresh = {"train": train_rows(kind["train"]), "render": render_rows(kind["render"]),
              "imported": imported_rows(kind["imported"]), "codec": codec_rows(kind["codec"]),
              "entropy": entropy_rows(kind["codec"]), "compress": compress_rows(compress),
-             "int8": int8_rows(kind["int8"]), "bake": bake_rows(kind["bake"])}
+             "int8": int8_rows(kind["int8"]), "bake": bake_rows(kind["bake"]),
+             "view": view_rows(kind["view"])}
     machine = next((r["machine"] for r in records if "machine" in r), None)
     lines = [START, "", machine_line(machine, body), ""]
     for section in SECTIONS:  # (their order is the page's)
