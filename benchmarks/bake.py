@@ -65,8 +65,8 @@ print(render_seconds(model, scene, {views!r}))
 
 def fresh_frame_seconds(path: Path, views: list[int]) -> float:
     """``render_seconds`` of a .nrz file in a new process, as a user who opens the file gets
-    it: in the process that has just baked and fine-tuned, the same frames took 10-15 % longer
-    (its heap and its idle PyTorch threads are not a viewer's)."""
+    it, not in the process that has just baked and fine-tuned (its heap and its idle PyTorch
+    threads are not a viewer's; one run measured 106 ms there against 93 ms alone)."""
     code = FRESH.format(bench=str(Path(__file__).resolve().parent), path=str(path.resolve()),
                         views=views)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
