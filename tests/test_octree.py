@@ -170,8 +170,10 @@ def test_baked_procedural_scene_renders_within_2db_of_its_source(source, baked, 
 
 def test_finetune_on_the_octree_improves_it(baked, scene):
     before = psnr(baked.model, scene)
-    tuned = run_pipeline(baked, parse_pipeline("finetune(60, 1024, lr_grid=0.01)"), scene)
+    tuned = run_pipeline(baked, parse_pipeline("finetune(60, 1024)"), scene)
     assert tuned.model.field.family == "octree"
+    # No rate given: the family's (leaves need ten times a grid's), recorded in the history.
+    assert tuned.history[-1]["args"]["lr_grid"] == 1e-2
     assert psnr(tuned.model, scene) > before + 0.1
 
 

@@ -129,6 +129,13 @@ class Field(nn.Module):
                  **options.get(name, {})}
                 for name, params in self.param_groups().items() if params]
 
+    @classmethod
+    def finetune_rates(cls) -> dict[str, float]:
+        """Adam learning rates of fine-tuning (``finetune`` and the passes built on it) unless
+        the pipeline sets them, by ``param_groups`` group. A trained field sits near a
+        minimum, so these are a tenth or less of the training rates."""
+        return {"grid": 2e-3, "net": 1e-4}
+
     # --- training hooks: what the trainer asks of a family ----------------------------------
     @classmethod
     def training_defaults(cls, family: str, scene_format: str, cfg: TrainConfig) -> TrainConfig:

@@ -334,6 +334,13 @@ class Octree(Field):
         """Exact traversal of the leaves (no step: each leaf a ray crosses is one segment)."""
         return {"sampler": "octree"}
 
+    @classmethod
+    def finetune_rates(cls) -> dict[str, float]:
+        # Baked leaves start from point samples, not from a minimum of the image loss, and a
+        # leaf is crossed by few of a step's rays: they need the larger steps (the rate of
+        # every measured octree pipeline in benchmarks/RESULTS.md).
+        return {"grid": 1e-2, "net": 1e-4}
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         # By name, not ``self.sigma``: under fine-tuning's parametrizations (codebooks, masks)
         # the attribute is a computed tensor, and the leaves to train sit beneath it.

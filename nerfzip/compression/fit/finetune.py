@@ -80,20 +80,22 @@ def owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (root.get_submodule(prefix) if prefix else root), attr
 
 
-def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int, lr_grid: float,
-             lr_net: float, seed: int, scene: Scene | None, quiet: bool = True
+def finetune(model: RadianceModel | Compressed, steps: int, batch_size: int,
+             lr_grid: float | None, lr_net: float | None, seed: int, scene: Scene | None,
+             quiet: bool = True
              ) -> tuple[Compressed, dict[str, Any]]:
     """``steps`` of Adam on random training rays of ``scene``, constraints kept (the
     ``finetune`` pass, ``passes/finetune.py``), recorded in the pipeline."""
     c, report = train_constrained(model, steps, batch_size, lr_grid, lr_net, seed, scene,
                                   quiet)
     c.record("finetune", {"steps": steps, "batch_size": batch_size, "lr_grid": report.pop(
-        "lr_grid"), "lr_net": lr_net}, report)
+        "lr_grid"), "lr_net": report.pop("lr_net")}, report)
     return c, report
 
 
 def train_constrained(model: RadianceModel | Compressed, steps: int, batch_size: int,
-                      lr_grid: float, lr_net: float, seed: int, scene: Scene | None,
+                      lr_grid: float | None, lr_net: float | None, seed: int,
+                      scene: Scene | None,
                       quiet: bool = True, what: str = "finetune"
                       ) -> tuple[Compressed, dict[str, Any]]:
     """``steps`` of Adam on random training rays of ``scene`` with every constraint in force;
@@ -103,6 +105,9 @@ def train_constrained(model: RadianceModel | Compressed, steps: int, batch_size:
         raise NerfzipError(f"{what} needs the scene's training views (pass --data)")
     c = Compressed.of(model)
     field = c.model.field
+    rates = field.finetune_rates()
+    lr_net = rates["net"] if lr_net is None else lr_net
+    lr_grid = rates["grid"] if lr_grid is None else lr_grid
     if not field.param_groups().get("grid"):  # a family without grids: one rate (recorded)
         lr_grid = lr_net
     hooks: dict[str, Constrain] = {}
@@ -159,7 +164,8 @@ def train_constrained(model: RadianceModel | Compressed, steps: int, batch_size:
     head = psnrs[: max(1, steps // 10)]
     tail = psnrs[-max(1, steps // 10):]
     report = {"steps": steps, "train_psnr_first": sum(head) / len(head) if psnrs else None,
-              "train_psnr_last": sum(tail) / len(tail) if psnrs else None, "lr_grid": lr_grid}
+              "train_psnr_last": sum(tail) / len(tail) if psnrs else None, "lr_grid": lr_grid,
+              "lr_net": lr_net}
     if penalties:
         report["penalty_first"] = penalties[0]
         report["penalty_last"] = penalties[-1]

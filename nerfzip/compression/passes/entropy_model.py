@@ -126,7 +126,7 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
     if cfg.steps:
         c, ft = train_constrained(c, cfg.steps, cfg.batch_size, cfg.lr_grid, cfg.lr_net,
                                   cfg.seed, ctx.scene, ctx.quiet, what="entropy_model")
-        report.update({k: v for k, v in ft.items() if k != "lr_grid"})
+        report.update({k: v for k, v in ft.items() if k not in ("lr_grid", "lr_net")})
     if cfg.steps and cfg.prior_steps:
         refit_priors(c, grids, cfg)
     report.update(coded_sizes(c, grids))

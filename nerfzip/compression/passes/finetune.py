@@ -21,10 +21,11 @@ class Config:
     """Adam steps on random training rays."""
     batch_size: int = field(default=4096, metadata=limits(1))
     """Rays per step."""
-    lr_grid: float = field(default=2e-3, metadata=limits(0.0))
-    """Learning rate of feature grids (families without grids use lr_net)."""
-    lr_net: float = field(default=1e-4, metadata=limits(0.0))
-    """Learning rate of networks."""
+    lr_grid: float | None = field(default=None, metadata=limits(0.0))
+    """Learning rate of feature grids and leaf data (none: the family's, ``Field.finetune_rates``;
+    families without grids use lr_net)."""
+    lr_net: float | None = field(default=None, metadata=limits(0.0))
+    """Learning rate of networks (none: the family's)."""
     seed: int = 0
     """Seed of the ray sampling."""
 
