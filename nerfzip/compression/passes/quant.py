@@ -25,6 +25,7 @@ Every grid has zero exactly on it, so entries that pruning zeroed stay exactly z
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,27 +125,41 @@ def budget_bits(c: Compressed, cfg: Config, ctx: PassContext
     names = targets(c, cfg)
     if not names:
         raise NerfzipError("quant: no tensor to quantize")
-    grids = c.model.field.feature_grids()
-    maps = grid_importance(c.model, ctx.scene, cfg.n_rays) if grids else {}
+    coders = c.save_options().coders
     bits = list(range(cfg.min_bits, cfg.bits + 1))
-    table = {}
-    for name in names:
-        x = c.tensors()[name]
-        axis = channel_axis(x) if cfg.per_channel else None
-        table[name] = candidates(
-            c, name, bits, lambda v, b, a=axis: calibrated_grid(v, b, a, cfg.calibration),
-            maps[name].expand_as(x) if name in maps else None, c.save_options().coders)
+
+    def grid_of(name: str) -> Callable[[Tensor, int], QuantGrid]:
+        axis = channel_axis(c.tensors()[name]) if cfg.per_channel else None
+        return lambda v, b: calibrated_grid(v, b, axis, cfg.calibration)
+
+    floor = sum(candidates(c, n, bits[:1], grid_of(n), None, coders)[bits[0]].rate
+                for n in names)  # checked before the (slower) importance and renders
+    if floor > cfg.budget:
+        raise NerfzipError(f"quant: budget {cfg.budget} bytes is below the smallest the "
+                           f"quantized sections can be ({floor} bytes, every tensor at "
+                           f"{bits[0]} bits)")
+    maps = grid_importance(c.model, ctx.scene, cfg.n_rays) \
+        if c.model.field.feature_grids() else {}
+    table = {n: candidates(c, n, bits, grid_of(n),
+                           maps[n].expand_as(c.tensors()[n]) if n in maps else None, coders)
+             for n in names}
     scales = None
     if cfg.calibrate:
         ref = bits[len(bits) // 2]
         scales = render_scales(c, {n: t[ref].value for n, t in table.items()},
                                {n: t[ref].error for n, t in table.items()}, ctx.scene,
                                cfg.calibrate)
-    alloc = allocate(quant_units(table, scales), cfg.budget)
+    units = quant_units(table, scales)
+    alloc = allocate(units, cfg.budget)
     chosen = {name: table[name][int(o.value)] for name, o in alloc.choice.items()}
+    # The best single depth that fits, in the allocator's currency: what adaptation gained.
+    uniform = max((b for b in bits if sum(t[b].rate for t in table.values()) <= cfg.budget),
+                  default=bits[0])
     return chosen, {"bits_per_tensor": {n: int(o.value) for n, o in alloc.choice.items()},
                     "section_bytes": int(alloc.rate), "distortion": alloc.distortion,
-                    "lambda": alloc.lmbda}
+                    "lambda": alloc.lmbda, "uniform_bits": uniform,
+                    "uniform_distortion": sum(o.distortion for u in units for o in u.options
+                                              if o.value == uniform)}
 
 
 @register_pass("quant", Config, api="quantize")
