@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from nerfzip import low_rank, quantize
+from nerfzip import low_rank, quantize, vector_quantize
 from nerfzip.codec import nrz
 from nerfzip.compression.allocate import Option, Unit, allocate
 from nerfzip.compression.allocate.lagrangian import lower_hull, slopes
@@ -168,3 +168,24 @@ def test_low_rank_budget_below_rank_one_is_refused():
         low_rank(model, include="fine.layers", budget=0.001)
     c, report = low_rank(model, include="fine.layers", budget=0.3)
     assert report["weights_after"] <= 0.3 * report["weights_before"]
+
+
+def test_vq_budget_chooses_codebook_sizes_within_the_bytes(trained_vm, procedural_scene,
+                                                            tmp_path):
+    kw = dict(scene=procedural_scene, n_rays=2048, iters=1, keep=0.0, include="density")
+    uniform, _ = vector_quantize(trained_vm, 64, **kw)
+    report = uniform.save(tmp_path / "u.nrz")
+    budget = sum(s.bytes for s in report.sections if "density_grids.planes" in s.name) - 500
+    c, rep = vector_quantize(trained_vm, 64, budget=budget, min_size=32, calibrate=0, **kw)
+    saved = c.save(tmp_path / "a.nrz")
+    sections = sum(s.bytes for s in saved.sections if "density_grids.planes" in s.name)
+    assert sections == rep["section_bytes"] <= budget
+    assert set(rep["size_per_tensor"]) == {f"density_grids.planes.{m}" for m in range(3)}
+    assert set(rep["size_per_tensor"].values()) <= {32, 64}
+    if rep["uniform_distortion"] is not None:
+        assert rep["distortion"] <= rep["uniform_distortion"]
+    back = nrz.load(tmp_path / "a.nrz").field.named_tensors()
+    for name, x in c.model.field.named_tensors().items():
+        assert torch.equal(back[name], x), name
+    with pytest.raises(NerfzipError, match=r"min_size \(128\) is above codebook_size \(64\)"):
+        parse_pipeline("vq(64, budget=1000, min_size=128)")

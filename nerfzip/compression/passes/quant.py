@@ -35,8 +35,7 @@ from torch import Tensor
 from nerfzip.codec.nrz import channel_axis
 from nerfzip.codec.tensors import channel_view, dequantize, quant_grid
 from nerfzip.codec.tensors import quantize as to_symbols
-from nerfzip.compression.allocate.lagrangian import allocate
-from nerfzip.compression.allocate.quant import Candidate, candidates, quant_units, render_scales
+from nerfzip.compression.allocate.units import Candidate, candidates, choose
 from nerfzip.compression.analysis.importance import grid_importance
 from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.constraints import QuantGrid, constrained
@@ -143,23 +142,10 @@ def budget_bits(c: Compressed, cfg: Config, ctx: PassContext
     table = {n: candidates(c, n, bits, grid_of(n),
                            maps[n].expand_as(c.tensors()[n]) if n in maps else None, coders)
              for n in names}
-    scales = None
-    if cfg.calibrate:
-        ref = bits[len(bits) // 2]
-        scales = render_scales(c, {n: t[ref].value for n, t in table.items()},
-                               {n: t[ref].error for n, t in table.items()}, ctx.scene,
-                               cfg.calibrate)
-    units = quant_units(table, scales)
-    alloc = allocate(units, cfg.budget)
-    chosen = {name: table[name][int(o.value)] for name, o in alloc.choice.items()}
-    # The best single depth that fits, in the allocator's currency: what adaptation gained.
-    uniform = max((b for b in bits if sum(t[b].rate for t in table.values()) <= cfg.budget),
-                  default=bits[0])
-    return chosen, {"bits_per_tensor": {n: int(o.value) for n, o in alloc.choice.items()},
-                    "section_bytes": int(alloc.rate), "distortion": alloc.distortion,
-                    "lambda": alloc.lmbda, "uniform_bits": uniform,
-                    "uniform_distortion": sum(o.distortion for u in units for o in u.options
-                                              if o.value == uniform)}
+    chosen, report = choose(c, table, cfg.budget, ctx.scene, cfg.calibrate)
+    report["bits_per_tensor"] = report.pop("setting_per_tensor")
+    report["uniform_bits"] = report.pop("uniform_setting")
+    return chosen, report
 
 
 @register_pass("quant", Config, api="quantize")
@@ -175,7 +161,7 @@ def quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
     for name in targets(c, cfg):
         x = c.tensors()[name]
         current = constrained(x.detach(), c.constraints.get(name, []))
-        grid = chosen[name].grid if name in chosen else calibrated_grid(
+        grid = chosen[name].constraint if name in chosen else calibrated_grid(
             current, bits, channel_axis(x) if per_channel else None, cfg.calibration)
         c.add(name, grid)
         new = constrained(current, c.constraints[name])
