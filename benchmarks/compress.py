@@ -8,11 +8,19 @@ rate-distortion PNG).
 
     python benchmarks/compress.py --model benchmarks/out/train_lego_tensorf-vm_crop \\
         --pipelines preset:balanced "quant(8)" "prune(0.5) finetune(300)"
+
+Adaptive against uniform at equal bytes: ``budget=@N`` in a pipeline is replaced by the bytes of
+the quantized sections of the N-th pipeline of this run (1-based), so
+
+    --pipelines "quant(4)" "quant(budget=@1)"
+
+gives the allocator exactly the bytes that 4 bits everywhere took.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -22,6 +30,7 @@ from pathlib import Path
 from common import RECORDS, render_seconds
 
 from nerfzip.codec import nrz
+from nerfzip.compression.constraints import QuantGrid
 from nerfzip.compression.pipeline import PRESETS, parse_pipeline, run_pipeline
 from nerfzip.data.load import load_scene
 from nerfzip.evaluation.evaluate import evaluate
@@ -78,19 +87,26 @@ def main() -> None:
     print(f"{name}: {params:,} parameters; float32 {4 * params / 1e6:.2f} MB; PSNR "
           f"{record['baseline']['psnr']:.2f}", file=sys.stderr)
     commit = machine_info()["commit"]
+    quant_bytes: list[int | None] = []  # per pipeline of this run: its quantized sections
     for spec in args.pipelines:
         text = PRESETS[spec[len("preset:"):]] if spec.startswith("preset:") else spec
+        text = re.sub(r"budget=@(\d+)", lambda m: f"budget={earlier_bytes(quant_bytes, m)}",
+                      text)
         t0 = time.perf_counter()
         c = run_pipeline(model, parse_pipeline(text), scene)
         compress_s = time.perf_counter() - t0
         report = c.save(tmp / "c.nrz")
+        quantized = {k for k, cons in c.constraints.items()
+                     if any(isinstance(q, QuantGrid) for q in cons)}
+        quant_bytes.append(sum(s.bytes for s in report.sections
+                               if s.name.removeprefix("field.") in quantized) or None)
         t0 = time.perf_counter()
         back = nrz.load(tmp / "c.nrz")
         decode_s = time.perf_counter() - t0
         res = evaluate(back, scene, "test", every=args.every, quiet=True)
         row = {"pipeline": spec, "steps": text, "bytes": report.bytes,
                "ratio": 4 * params / report.bytes, "psnr": res["mean"]["psnr"],
-               "ssim": res["mean"]["ssim"],
+               "ssim": res["mean"]["ssim"], "quant_section_bytes": quant_bytes[-1],
                "psnr_loss": record["baseline"]["psnr"] - res["mean"]["psnr"],
                "decode_seconds": decode_s, "compress_seconds": compress_s,
                "render_ratio": None if base_render is None or args.no_render_time else
@@ -106,6 +122,14 @@ def main() -> None:
             args.keep.mkdir(parents=True, exist_ok=True)
             row_number = record["rows"].index(row) + 1
             shutil.copyfile(tmp / "c.nrz", args.keep / f"{name}_{row_number}.nrz")
+
+
+def earlier_bytes(quant_bytes: list[int | None], match: re.Match[str]) -> int:
+    """The quantized-section bytes of the pipeline ``budget=@N`` names."""
+    n = int(match.group(1))
+    if not 1 <= n <= len(quant_bytes) or quant_bytes[n - 1] is None:
+        raise SystemExit(f"budget=@{n}: pipeline {n} must come earlier and quantize something")
+    return int(quant_bytes[n - 1])
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def test_pipeline_text_and_yaml(tmp_path):
 @pytest.mark.parametrize("spec, fragment", [
     ("quant(8) zip(3)", "step 2 (zip(3)): unknown pass 'zip'"),
     ("quant(bits=eight)", "bits must be an integer, got 'eight'"),
-    ("quant(8, 9, 10, 11, 12, 13)", "at most 5 positional"),
+    ("quant(8, true, 0, x, minmax, 100, 2, 10, 0, 13)", "at most 9 positional"),
     ("prune(0.5, colour=red)", "unknown argument 'colour'"),
     ("quant(8", "cannot read"),
     ("quant(bits=8, 9)", "positional argument after a keyword"),

@@ -10,5 +10,7 @@
   parametrisation, merge rule and storage spec;
 - ``compressed``: the model + its constraints + history, and ``save``;
 - ``analysis/``: what passes measure first (importance);
+- ``allocate/``: one budget allocator (Lagrangian + greedy) for the settings per tensor or
+  layer that ``quant``, ``vq`` and ``low_rank`` choose under a ``budget``;
 - ``fit/``: the optimisation passes run (fine-tuning, distillation, layer rebuilds, tensor fits).
 """

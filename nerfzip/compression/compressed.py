@@ -29,6 +29,23 @@ PENDING = "pending_constraints"
 """Attribute of a model held by a ``Compressed``: its constraints (name -> list), live."""
 
 
+def merged(current: list[Constraint], constraint: Constraint, name: str) -> list[Constraint]:
+    """Tensor ``name``'s constraints once ``constraint`` arrives on ``current`` (a new list):
+    the tensor's constraints decide what it becomes (``absorb``) and which of them it replaces
+    (``replaces``)."""
+    for c in current:
+        constraint = c.absorb(constraint, name)
+    return [c for c in current if not constraint.replaces(c)] + [constraint]
+
+
+def storage_spec(constraints: list[Constraint], base: TensorSpec) -> TensorSpec:
+    """The spec the encoder writes a tensor under ``constraints`` with (each folds its own
+    ``storage`` into ``base``, in the order they were added)."""
+    for c in constraints:
+        base = c.storage(base)
+    return base
+
+
 @dataclass
 class Compressed:
     """A model under compression: the model, per-tensor constraints and the pass history."""
@@ -53,11 +70,7 @@ class Compressed:
     def add(self, name: str, constraint: Constraint) -> None:
         """Put ``constraint`` on tensor ``name``: the tensor's constraints decide what it
         becomes (``absorb``) and which of them it replaces (``replaces``)."""
-        current = self.constraints.get(name, [])
-        for c in current:
-            constraint = c.absorb(constraint, name)
-        self.constraints[name] = [c for c in current if not constraint.replaces(c)] + \
-            [constraint]
+        self.constraints[name] = merged(self.constraints.get(name, []), constraint, name)
 
     def tensors(self) -> dict[str, Tensor]:
         """The field's learned parameters by name (live: writing to them changes the field).
@@ -84,10 +97,7 @@ class Compressed:
         base = base or SaveOptions()
         specs = dict(base.specs)
         for name, cons in self.constraints.items():
-            spec = TensorSpec(coders=base.coders)
-            for c in cons:
-                spec = c.storage(spec)
-            specs[name] = spec
+            specs[name] = storage_spec(cons, TensorSpec(coders=base.coders))
         return SaveOptions(mode=base.mode, bits=base.bits, per_channel=base.per_channel,
                            min_lossy_elements=base.min_lossy_elements, coders=base.coders,
                            specs=specs)

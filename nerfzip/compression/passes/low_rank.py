@@ -4,12 +4,12 @@ rank is low enough.
 
 The rank of each layer is the smallest that keeps ``energy`` of its squared singular values,
 or ``keep`` of its full rank, or is chosen for all layers together under a size ``budget``
-(the share of the layers' weights the factors may have): singular values are taken greedily by
-the share of their layer's energy they carry per weight they cost (``r (m + n)`` for an m x n
-layer), which for these concave per-layer gains is the best allocation up to one singular
-value. Layers where the factors would not be smaller than the matrix are left alone. The field
-records which layers are factorised (its config), so the .nrz file rebuilds them. Fine-tune
-afterwards (``finetune``) to recover the loss.
+(the share of the layers' weights the factors may have) by the allocator every budgeted pass
+shares (``compression.allocate``): each layer's options are its ranks, at ``r (m + n)`` weights
+for an m x n layer and the share of its energy the truncation drops as distortion; a budget
+below rank 1 in every layer is refused. Layers where the factors would not be smaller than the
+matrix are left alone. The field records which layers are factorised (its config), so the .nrz
+file rebuilds them. Fine-tune afterwards (``finetune``) to recover the loss.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nerfzip.compression.allocate import Option, Unit, allocate
 from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.errors import NerfzipError
@@ -39,23 +40,26 @@ def choose_rank(s: torch.Tensor, energy: float, keep: float | None) -> int:
 def budget_ranks(svals: list[torch.Tensor], shapes: list[tuple[int, int]], budget: float
                  ) -> list[int]:
     """Ranks (at least 1, at most where the factors stay smaller than the matrix) whose factors
-    hold at most ``budget`` of the layers' weights, taken greedily by relative energy per
-    weight: gain ``s_k^2 / sum(s^2)`` of layer i at cost ``m_i + n_i``."""
-    caps = [max(1, min(s.numel(), (m * n - 1) // (m + n))) for s, (m, n) in zip(svals, shapes)]
-    ranks = [1] * len(svals)
-    spent = sum(m + n for m, n in shapes)
-    allowed = budget * sum(m * n for m, n in shapes)
-    gains = []
+    hold at most ``budget`` of the layers' weights, chosen by the shared allocator
+    (``compression.allocate``): layer i at rank r costs ``r (m_i + n_i)`` weights and loses
+    ``sum_{k > r} s_k^2 / sum s^2`` of its energy (the relative squared Frobenius error of
+    the truncation, Eckart-Young)."""
+    units = []
     for i, (s, (m, n)) in enumerate(zip(svals, shapes)):
-        rel = (s * s / (s * s).sum()).tolist()
-        gains += [(rel[k] / (m + n), i) for k in range(1, caps[i])]
-    for _, i in sorted(gains, key=lambda g: -g[0]):
-        m, n = shapes[i]
-        if spent + m + n > allowed:
-            continue  # a cheaper layer's next value may still fit
-        ranks[i] += 1
-        spent += m + n
-    return ranks
+        cap = max(1, min(s.numel(), (m * n - 1) // (m + n)))
+        energy = (s.double() ** 2).tolist()
+        total = sum(energy) or 1.0
+        tail = [sum(energy[r:]) / total for r in range(cap + 1)]
+        units.append(Unit(str(i), tuple(Option(r, r * (m + n), tail[r])
+                                        for r in range(1, cap + 1))))
+    weights = sum(m * n for m, n in shapes)
+    try:
+        alloc = allocate(units, budget * weights)
+    except NerfzipError:
+        floor = sum(m + n for m, n in shapes) / weights
+        raise NerfzipError(f"low_rank: budget {budget:g} is below rank 1 in every layer "
+                           f"({floor:.3g} of the weights)") from None
+    return [int(alloc.choice[str(i)].value) for i in range(len(svals))]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nerfzip.compression.allocate.units import candidates, choose
 from nerfzip.compression.analysis.importance import (
     grid_importance,
     occupancy_importance,
@@ -95,7 +96,7 @@ class Config:
     """Vector quantization."""
 
     codebook_size: int = field(default=4096, metadata=limits(2))
-    """Codebook entries per tensor."""
+    """Codebook entries per tensor; with a budget, the most any grid gets."""
     keep: float = field(default=0.005, metadata=limits(0.0, 1.0))
     """Share of the most important vectors kept exact (below 1)."""
     n_rays: int = field(default=1 << 20, metadata=limits(1))
@@ -106,13 +107,78 @@ class Config:
     """Only tensors whose name contains this text."""
     seed: int = 0
     """Seed of the k-means++ seeding."""
+    budget: int | None = field(default=None, metadata=limits(1))
+    """Instead of one size: codebook sizes per grid (codebook_size halved down to min_size)
+    chosen by the allocator so that the grids' file sections hold at most this many bytes."""
+    min_size: int = field(default=64, metadata=limits(2))
+    """With a budget: the smallest codebook a grid gets."""
+    calibrate: int = field(default=4096, metadata=limits(0))
+    """With a budget and a scene: training rays rendered to scale each grid's weighted error
+    to rendered squared error (0: the importance-weighted error alone)."""
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.min_size > self.codebook_size:
+            raise NerfzipError(f"min_size ({self.min_size}) is above codebook_size "
+                               f"({self.codebook_size})")
+
+
+def codebook(x: Tensor, axis: int, w: Tensor, keep: float, size: int, iters: int,
+             gen: torch.Generator) -> tuple[Codebook, dict[str, Any]] | None:
+    """The codebook constraint of grid ``x`` (feature ``axis``, importance ``w`` per entry)
+    with at most ``size`` entries, the most important ``keep`` of its live vectors exact, and
+    its statistics; None when it has under 4 live vectors."""
+    rows = x.movedim(axis, -1).reshape(-1, x.shape[axis])
+    w = w.reshape(-1)
+    live_idx = (rows.abs().amax(dim=1) > 0).nonzero()[:, 0]
+    if live_idx.numel() < 4:
+        return None
+    n_exact = int(keep * live_idx.numel())
+    order = torch.argsort(w[live_idx], descending=True)
+    exact = live_idx[order[:n_exact]]
+    vq_idx = live_idx[order[n_exact:]]
+    k = min(size, max(2, vq_idx.numel() // 4))
+    centres, assign = kmeans(rows[vq_idx], w[vq_idx], k, iters, gen)
+    indices = torch.full((rows.shape[0],), -1, dtype=torch.long, device=rows.device)
+    indices[vq_idx] = assign
+    err = ((rows[vq_idx] - centres[assign]) ** 2).sum(1)
+    return Codebook(axis, indices, centres), {
+        "vectors": int(rows.shape[0]), "live": int(live_idx.numel()),
+        "exact": int(exact.numel()), "codebook": int(k),
+        "weighted_mse": float((err * w[vq_idx]).sum() / w[vq_idx].sum().clamp(min=1e-12))}
+
+
+def budget_sizes(c: Compressed, cfg: Config, ctx: PassContext, names: list[str],
+                 scores: dict[str, Tensor], gen: torch.Generator
+                 ) -> tuple[dict[str, Codebook], dict[str, Any]]:
+    """Per grid, the codebook the allocator chooses under ``cfg.budget`` bytes (the grids'
+    sections as this pass leaves them), and what the allocation measured."""
+    grids = c.model.field.feature_grids()
+    sizes = []
+    size = cfg.codebook_size
+    while size >= cfg.min_size:
+        sizes.append(size)
+        size //= 2
+    coders = c.save_options().coders
+    table = {}
+    for name in names:
+        def make(x: Tensor, k: int, name: str = name) -> Codebook:
+            made = codebook(x, grids[name].axis, scores[name], cfg.keep, k, cfg.iters, gen)
+            assert made is not None  # names hold only grids with live vectors
+            return made[0]
+        table[name] = candidates(c, name, sorted(sizes), make,
+                                 scores[name].expand_as(c.tensors()[name]), coders)
+    chosen, report = choose(c, table, cfg.budget, ctx.scene, cfg.calibrate)
+    report["size_per_tensor"] = report.pop("setting_per_tensor")
+    report["uniform_size"] = report.pop("uniform_setting")
+    return {n: cand.constraint for n, cand in chosen.items()}, report
 
 
 @register_pass("vq", Config, api="vector_quantize")
 def vector_quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
                     ) -> tuple[Compressed, dict[str, Any]]:
     """Importance-weighted k-means codebooks for the field's feature grids (TensoRF VM planes,
-    CP lines, hash tables: ``Field.feature_grids``)."""
+    CP lines, hash tables: ``Field.feature_grids``), one size for all or sizes per grid under
+    a byte budget."""
     codebook_size, keep, n_rays, iters, include, scene = (
         cfg.codebook_size, cfg.keep, cfg.n_rays, cfg.iters, cfg.include, ctx.scene)
     c = Compressed.of(model)
@@ -126,34 +192,26 @@ def vector_quantize(model: RadianceModel | Compressed, cfg: Config, ctx: PassCon
     tensors = c.tensors()
     report: dict[str, Any] = {"codebook_size": codebook_size, "keep": keep, "tensors": {},
                               "importance": "rays" if scene is not None else "occupancy"}
-    for name, score in scores.items():
-        axis = grids[name].axis
-        if not grids[name].vector_quantize or include not in name:
-            continue
-        x = constrained(tensors[name].detach(), c.constraints.get(name, []))
-        rows = x.movedim(axis, -1).reshape(-1, x.shape[axis])
-        w = score.reshape(-1)
-        live = rows.abs().amax(dim=1) > 0
-        live_idx = live.nonzero()[:, 0]
-        if live_idx.numel() < 4:
-            continue
-        n_exact = int(keep * live_idx.numel())
-        order = torch.argsort(w[live_idx], descending=True)
-        exact = live_idx[order[:n_exact]]
-        vq_idx = live_idx[order[n_exact:]]
-        k = min(codebook_size, max(2, vq_idx.numel() // 4))
-        centres, assign = kmeans(rows[vq_idx], w[vq_idx], k, iters, gen)
-        indices = torch.full((rows.shape[0],), -1, dtype=torch.long, device=rows.device)
-        indices[vq_idx] = assign
-        c.add(name, Codebook(axis, indices, centres))
-        err = ((rows[vq_idx] - centres[assign]) ** 2).sum(1)
-        report["tensors"][name] = {"vectors": int(rows.shape[0]), "live": int(live_idx.numel()),
-                                   "exact": int(exact.numel()), "codebook": int(k),
-                                   "weighted_mse": float((err * w[vq_idx]).sum()
-                                                         / w[vq_idx].sum().clamp(min=1e-12))}
-    if not report["tensors"]:
+    current = {name: constrained(tensors[name].detach(), c.constraints.get(name, []))
+               for name in scores if grids[name].vector_quantize and include in name}
+    names = [n for n, x in current.items() if int(
+        (x.movedim(grids[n].axis, -1).reshape(-1, x.shape[grids[n].axis]).abs().amax(1) > 0)
+        .sum()) >= 4]
+    if not names:
         raise NerfzipError("vq: no feature grid to quantize (all pruned, or none matched)")
+    chosen, allocation = budget_sizes(c, cfg, ctx, names, scores, gen) \
+        if cfg.budget is not None else ({}, {})
+    for name in names:
+        made = codebook(current[name], grids[name].axis, scores[name], keep,
+                        codebook_size, iters, gen) if name not in chosen else None
+        con = chosen[name] if made is None else made[0]
+        c.add(name, con)
+        report["tensors"][name] = made[1] if made is not None else {
+            "codebook": int(con.codebook.shape[0])}
+    report |= allocation
     c.project()
-    c.record("vq", {"codebook_size": codebook_size, "keep": keep, "iters": iters,
-                    "include": include}, report)
+    args = {"codebook_size": codebook_size, "keep": keep, "iters": iters, "include": include}
+    if cfg.budget is not None:  # recorded only when used: older records stay as they were
+        args |= {"budget": cfg.budget, "min_size": cfg.min_size, "calibrate": cfg.calibrate}
+    c.record("vq", args, report)
     return c, report
