@@ -74,6 +74,12 @@ WEIGHT_BITS = 40
 """Bits of the integer weights the table masses are floored to before normalisation."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of a coder's error message (at most 160 characters)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:160]
+
+
 # --- layout ---------------------------------------------------------------------------------
 def spatial_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...] | None:
     """The spatial shape of a grid of ``shape`` with channels along ``axis``: its other axes
@@ -400,7 +406,10 @@ class FrozenContext:
         used = 0
         for key, a, b in self.groups(keys):
             radius = table(key)[0]
-            idx = decoder.decode(categorical(key), b - a).astype(np.int64)
+            try:
+                idx = decoder.decode(categorical(key), b - a).astype(np.int64)
+            except (AssertionError, ValueError, RuntimeError) as e:
+                raise FormatError(f"context-coded stream is corrupted ({first_line(e)})") from e
             v = idx - radius + m[a:b]
             out = np.flatnonzero(idx == 2 * radius + 1)
             if used + out.size > escapes.size:
