@@ -298,6 +298,7 @@ def test_hash_grid_tables_as_latents(tmp_path):
                                       scene=small)
     assert report["grids"] == 4 and report["penalty_last"] > 0
     (con,) = c.constraints["encoding.tables.0"]
+    assert con.context is None  # hashed tables have no spatial neighbours: factorized only
     (before,) = nerfzip.entropy_model(model, 1.0, steps=0, prior_steps=1)[0].constraints[
         "encoding.tables.0"]
     assert not torch.equal(con.step, before.step)  # the steps were trained

@@ -122,9 +122,14 @@ def layout(spatial: tuple[int, ...]) -> Layout:
     return Layout(np.flatnonzero(anchor), np.flatnonzero(~anchor), nb)
 
 
+BUCKET_OF = np.minimum(np.frexp(np.arange(1 << (BUCKETS - 1), dtype=np.float64))[1],
+                       BUCKETS - 1).astype(np.int64)
+"""``min(bit_length(g), BUCKETS - 1)`` for g < 2^(BUCKETS - 1) (frexp is exact there)."""
+
+
 def bucket_np(spread: np.ndarray) -> np.ndarray:
-    """``min(bit_length(spread), BUCKETS - 1)`` of non-negative integers (frexp is exact)."""
-    return np.minimum(np.frexp(spread.astype(np.float64))[1], BUCKETS - 1).astype(np.int64)
+    """``min(bit_length(spread), BUCKETS - 1)`` of non-negative integers."""
+    return BUCKET_OF[np.minimum(spread, len(BUCKET_OF) - 1)]
 
 
 # --- the training side ----------------------------------------------------------------------
@@ -344,9 +349,15 @@ class FrozenContext:
     def predict(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rounded mean m, table key) [C, M] of every non-anchor, from the anchors of integer
         latents q [C, N] (integer arithmetic only)."""
-        nb = q[:, self._layout.neighbours]  # [C, k, M]
-        total = nb.sum(axis=1)
-        spread = nb.max(axis=1) - nb.min(axis=1)
+        nbr = self._layout.neighbours
+        first = q[:, nbr[0]]
+        total, high, low = first.copy(), first.copy(), first
+        for i in range(1, nbr.shape[0]):
+            v = q[:, nbr[i]]
+            total += v
+            np.maximum(high, v, out=high)
+            low = np.minimum(low, v)
+        spread = high - low
         a, b, t = (self.params[:, i:i + 1] for i in range(3))
         mu = a * total + b  # the mean times 2^MEAN_BITS
         half = 1 << (MEAN_BITS - 1)
@@ -361,7 +372,7 @@ class FrozenContext:
         means in that order."""
         m, key = self.predict(q)
         key, m = key.reshape(-1), m.reshape(-1)
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key.astype(np.int16), kind="stable")  # keys < 2^15: a radix sort
         return order, key[order], m[order]
 
     def groups(self, keys: np.ndarray) -> list[tuple[int, int, int]]:
