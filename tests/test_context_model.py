@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import nerfzip
 from nerfzip.codec import nrz
+from nerfzip.codec.binary import FormatError
 from nerfzip.codec.codecs.learned import LearnedSpec
 from nerfzip.codec.codecs.learned import learned_node as learned_candidates
 from nerfzip.codec.codecs.learned_context import context_nodes
@@ -111,7 +112,7 @@ def test_coded_size_is_within_two_percent_of_the_estimate_and_decodes_exactly(pl
         estimate = (float(prior.bits(q[:, ctx.anchors])) + float(ctx.bits(q, q))) / 8
     x = (q * 0.25).reshape(1, 8, 64, 64)
     (node,) = [n for n in context_nodes(x, spec_of(prior, ctx, 8).prior, TensorSpec().coders)
-               if n.params["precision"] == 16]
+               if n.params.get("precision") == 16]
     coded = len(node.blobs[0]) + len(node.blobs[1])
     assert abs(coded - estimate) <= 0.02 * estimate, (coded, estimate)
     assert torch.equal(decode(parse(serialize(node), Budget(1 << 24))), x)
@@ -152,24 +153,30 @@ def test_odd_and_tiny_grids_round_trip(shape):
 def test_damaged_context_streams_are_refused_in_one_line(plane):
     q, prior, ctx = plane
     x = (q * 0.25).reshape(1, 8, 64, 64)
-    node = context_nodes(x, spec_of(prior, ctx, 8).prior, TensorSpec().coders)[0]
-    for blob, cut in [(1, 8), (1, 4), (0, 4)]:
+    nodes = context_nodes(x, spec_of(prior, ctx, 8).prior, TensorSpec().coders)
+    plain = next(n for n in nodes if n.params["anchors"] == "symbols")
+    ranged = next(n for n in nodes if n.params["anchors"] == "range")
+    for node, blob, cut in [(ranged, 1, 8), (ranged, 1, 4), (ranged, 0, 4), (plain, 0, 4)]:
         bad = parse(serialize(node), Budget(1 << 24))
         bad.blobs[blob] = bad.blobs[blob][:-cut]
-        with pytest.raises(nerfzip.codec.binary.FormatError) as e:
+        with pytest.raises(FormatError) as e:
             decode(bad)
         assert "truncated" in str(e.value) and "\n" not in str(e.value)
-    bad = parse(serialize(node), Budget(1 << 24))
+    bad = parse(serialize(ranged), Budget(1 << 24))
     flipped = bytearray(bad.blobs[1])
     flipped[len(flipped) // 2] ^= 0x10
     bad.blobs[1] = bytes(flipped)
-    with pytest.raises(nerfzip.codec.binary.FormatError, match="corrupted"):
+    with pytest.raises(FormatError, match="corrupted"):
         decode(bad)
-    bad = parse(serialize(node), Budget(1 << 24))
-    params = decode(bad.children[4]).clone()
+    bad = parse(serialize(plain), Budget(1 << 24))
+    params = decode(bad.children[2]).clone()
     params[0, 0] = 1 << 20  # alpha far out of range
-    bad.children[4] = encode_tensor(params)
-    with pytest.raises(nerfzip.codec.binary.FormatError, match="out of range"):
+    bad.children[2] = encode_tensor(params)
+    with pytest.raises(FormatError, match="out of range"):
+        decode(bad)
+    bad = parse(serialize(plain), Budget(1 << 24))
+    bad.params["anchors"] = "ans"
+    with pytest.raises(FormatError, match="range or symbols"):
         decode(bad)
 
 
@@ -199,7 +206,7 @@ def test_pass_codes_planes_with_context_and_the_file_names_a_damaged_section(sma
         assert torch.equal(back[key], x), key
     # Force the context coding into the section (whatever the writer chose), then damage it.
     x = c.model.field.named_tensors()[name[len("field."):]]
-    node = context_nodes(x, con.storage(TensorSpec()).prior, TensorSpec().coders)[0]
+    node = context_nodes(x, con.storage(TensorSpec()).prior, TensorSpec().coders)[-1]
     parts = surgery.split((tmp_path / "e.nrz").read_bytes())
     row = next(s for s in parts.sections if s[0] == name)
     row[1], row[2] = 11, serialize(node)
