@@ -119,9 +119,9 @@ def test_coded_size_is_within_two_percent_of_the_estimate_and_decodes_exactly(pl
 
 
 def test_context_codes_correlated_latents_smaller_than_the_factorized_prior(plane):
-    """Measured when written (8 x 64 x 64 latents): 20,255 bytes with the context model (its
-    anchors under the factorized prior's 12-bit tables), 27,059 for all of them range-coded
-    with the factorized prior (-25 %), 23,134 as plain symbols (LZMA, -12 %)."""
+    """Measured when written (8 x 64 x 64 latents): 19,033 bytes with the context model (its
+    anchors as plain symbols: LZMA), 27,059 for all of them range-coded with the factorized
+    prior (-30 %), 23,134 as plain symbols (LZMA, -18 %)."""
     q, prior, ctx = plane
     x = (q * 0.25).reshape(1, 8, 64, 64)
     spec = spec_of(prior, ctx, 8)
@@ -129,8 +129,8 @@ def test_context_codes_correlated_latents_smaller_than_the_factorized_prior(plan
     assert node.codec == "learned_context"
     codec10 = learned_candidates(x, spec.prior, spec.coders)
     factorized = min(n.nbytes() for n in codec10 if n.params["coder"] == "range")
-    assert node.nbytes() < 0.8 * factorized, (node.nbytes(), factorized)
-    assert node.nbytes() < 0.95 * min(n.nbytes() for n in codec10)
+    assert node.nbytes() < 0.78 * factorized, (node.nbytes(), factorized)
+    assert node.nbytes() < 0.9 * min(n.nbytes() for n in codec10)
     assert torch.equal(decode(parse(serialize(node), Budget(1 << 24))), x)
 
 
