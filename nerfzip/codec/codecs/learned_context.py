@@ -158,10 +158,10 @@ def decode(node: Node) -> Tensor:
 def describe(node: Node) -> str:
     c = node.shape[node.params["axis"]]
     if node.params["anchors"] == "symbols":
-        return (f"checkerboard context/{c} ch, anchors [{node.children[1].describe()}], "
+        return (f"learned checkerboard context/{c} ch, anchors [{node.children[1].describe()}], "
                 f"others range coded ({len(node.blobs[0])} B)")
-    return (f"learned prior + checkerboard context/{c} ch/{node.params['precision']}b tables "
-            f"({len(node.blobs[0])} + {len(node.blobs[1])} B)")
+    return (f"learned prior + checkerboard context/{c} ch/{node.params['precision']}b tables, "
+            f"range coded ({len(node.blobs[0])} + {len(node.blobs[1])} B)")
 
 
 register_codec(Codec("learned_context", 11, encode, decode, describe, modes=("learned",)))
