@@ -10,11 +10,15 @@ import math
 import zlib
 from dataclasses import replace
 
+from functools import lru_cache
+
 import nrz_surgery as surgery
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nerfzip
 from nerfzip.codec import nrz
@@ -222,3 +226,52 @@ def test_pass_codes_planes_with_context_and_the_file_names_a_damaged_section(sma
     assert name in msg and "\n" not in msg and "truncated" in msg
     off, _ = nerfzip.entropy_model(model, 0.01, steps=0, prior_steps=20, context=False)
     assert all(k.context is None for ks in off.constraints.values() for k in ks)
+
+
+@lru_cache(maxsize=1)
+def fuzz_models_cached():
+    gen = torch.Generator().manual_seed(2)
+    q = torch.round(torch.cumsum(torch.randn(2, 96, generator=gen) * 2, dim=1))
+    return fitted_models(q, (12, 8), steps=5)
+
+
+def fuzz_models(q):
+    return fuzz_models_cached()
+
+
+HOSTILE = [None, -1, 0, 1, 3, 16, 1 << 40, 2.5, "range", "symbols", True, [0], {}]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_damaged_context_nodes_are_refused_in_one_line_or_decode_shaped(data):
+    """Byte mutations and hostile parameters of both anchor codings of codec 11: a one-line
+    FormatError, or a float32 tensor of the declared shape."""
+    gen = torch.Generator().manual_seed(2)
+    q = torch.round(torch.cumsum(torch.randn(2, 96, generator=gen) * 2, dim=1))
+    prior, ctx = fuzz_models(q)
+    x = (q * 0.5).reshape(1, 2, 12, 8)
+    nodes = context_nodes(x, spec_of(prior, ctx, 2, 0.5).prior, TensorSpec().coders)
+    node = nodes[data.draw(st.integers(0, len(nodes) - 1))]
+    if data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(["axis", "anchors", "precision", "crc"]))
+        node = replace(node, params={**node.params, key: data.draw(st.sampled_from(HOSTILE))})
+    buf = bytearray(serialize(node))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(buf) - 1))
+        kind = data.draw(st.sampled_from(["flip", "truncate", "delete"]))
+        if kind == "flip":
+            buf[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "delete":
+            del buf[pos:pos + data.draw(st.integers(1, 8))]
+        else:
+            del buf[pos:]
+        if not buf:
+            break
+    try:
+        out = decode(parse(bytes(buf), Budget(1 << 20)))
+    except FormatError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert out.dtype == torch.float32 and tuple(out.shape) == tuple(x.shape)
