@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import replace
-
 from functools import lru_cache
 
 import nrz_surgery as surgery

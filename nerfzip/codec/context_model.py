@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfzip.codec.binary import FormatError
-from nerfzip.codec.entropy_model import LIKELIHOOD_BOUND, MAX_SYMBOL
+from nerfzip.codec.entropy_model import LIKELIHOOD_BOUND
 
 MEAN_BITS = 12
 """Fixed-point bits of the predicted mean."""
@@ -454,7 +454,3 @@ class FrozenContext:
             total += float(-np.log2(freq[idx] / float(1 << PRECISION)).sum()) + 32 * int(out.sum())
         return total
 
-
-def check_latents(q: np.ndarray) -> None:
-    if q.size and int(np.abs(q).max()) > MAX_SYMBOL:
-        raise ValueError(f"a latent beyond +-{MAX_SYMBOL} quantization steps")

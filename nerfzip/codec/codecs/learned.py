@@ -118,7 +118,6 @@ def learned_node(x: Tensor, prior: LearnedSpec, coders: tuple[str, ...]) -> list
     q = latents(x, prior.step, prior.axis)
     exact = TensorSpec(coders=coders, sparse=False)
     step = encode_tensor(prior.step.detach().cpu().to(FLOAT).contiguous(), exact)
-    support = table_nodes(t, coders)[0]
     out = [Node("learned", FLOAT, tuple(x.shape), {"axis": prior.axis, "coder": "symbols"},
                 [step, symbols_node(q, coders)], [])]
     for precision in TABLE_PRECISIONS:

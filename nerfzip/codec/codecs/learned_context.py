@@ -4,8 +4,9 @@ context model (``nerfzip.codec.context_model``).
 The tensor is what codec 10 stores (``q * step[c]``, integer latents q per channel along
 ``axis``), over a 1-D or 2-D grid. The anchors (``(i + j)`` even; 1-D: ``i`` even) are
 range-coded with the grid's factorized prior, exactly as codec 10 codes all the latents, or
-stored as plain symbols (``anchors: symbols``); the other positions are range-coded with the context model's tables, chosen from their decoded
-anchor neighbours. The writer offers this coding beside codec 10's and keeps the smallest.
+stored as plain symbols (``anchors: symbols``); the other positions are range-coded with the
+context model's tables, chosen from their decoded anchor neighbours. The writer offers this
+coding beside codec 10's and keeps the smallest.
 """
 
 from __future__ import annotations
