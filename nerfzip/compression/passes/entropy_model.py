@@ -12,8 +12,12 @@ integer latents ``round(x / step)`` per channel (its components) with a factoriz
 R the priors' estimate of the latents' coded size in MB (2^20 bytes) under additive uniform
 noise, while the renderer sees the rounded latents (straight-through), so the grids, the
 networks, the steps and the priors learn together (ECTensoRF, Deng & Tartaglione, ICML 2024,
-with a factorized prior). At the end the priors are frozen (``update``) and the file stores
-each grid as the range-coded latents, the steps and the priors' integer tables (codec 10);
+with a factorized prior). Planes and lines also get a checkerboard context model
+(``nerfzip.codec.context_model``, He et al. 2021; ``context=true``): half of the positions are
+rated, then coded, given their decoded neighbours. At the end the models are frozen
+(``update``) and the file stores each grid as the range-coded latents, the steps and the
+priors' integer tables (codec 10), or in two passes with the context model (codec 11),
+whichever is smaller;
 the other tensors (decoder, basis) are stored as the pipeline's other passes say (lossless by
 default; ``quant(8, include=decoder)`` after this pass, for instance).
 """
