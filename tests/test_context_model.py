@@ -274,3 +274,14 @@ def test_fuzz_damaged_context_nodes_are_refused_in_one_line_or_decode_shaped(dat
         assert str(e) and "\n" not in str(e)
         return
     assert out.dtype == torch.float32 and tuple(out.shape) == tuple(x.shape)
+
+
+def test_context_is_a_pipeline_option_on_by_default():
+    from nerfzip.compression.pipeline import parse_pipeline
+    from nerfzip.compression.registry import get_pass
+
+    info = get_pass("entropy_model", "test")
+    for text, want in [("entropy_model(lambda=0.05)", True),
+                       ("entropy_model(lambda=0.05, context=false)", False)]:
+        (step,) = parse_pipeline(text)
+        assert info.make_config(step.args, step.kwargs, "test").context is want
