@@ -172,6 +172,7 @@ class LatentPrior(Constraint):
                 float(self.context.bits(q, q))
 
     def frozen_context(self):  # -> FrozenContext | None
+        """The context model's frozen integers (freezing it if needed), None without one."""
         if self.context is None:
             return None
         return self.context.frozen or self.context.update()
