@@ -14,7 +14,8 @@ noise, while the renderer sees the rounded latents (straight-through), so the gr
 networks, the steps and the priors learn together (ECTensoRF, Deng & Tartaglione, ICML 2024,
 with a factorized prior). Planes and lines also get a checkerboard context model
 (``nerfzip.codec.context_model``, He et al. 2021; ``context=true``): half of the positions are
-rated, then coded, given their decoded neighbours. At the end the models are frozen
+coded given their decoded neighbours; it is fitted to the final latents (or, with
+``train_context=true``, trained with them for its rate). At the end the models are frozen
 (``update``) and the file stores each grid as the range-coded latents, the steps and the
 priors' integer tables (codec 10), or in two passes with the context model (codec 11),
 whichever is smaller;
@@ -24,7 +25,7 @@ default; ``quant(8, include=decoder)`` after this pass, for instance).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -69,6 +70,9 @@ class Config:
     context: bool = True
     """Also model planes and lines with a checkerboard context model (half of the positions
     predicted from their neighbours); the file keeps whichever coding is smaller."""
+    train_context: bool = False
+    """Fine-tune for the context model's rate (False: for the factorized prior's, the context
+    model fitted to the final latents; then it can only make the file smaller)."""
     include: str = ""
     """Only feature grids whose name contains this text."""
     seed: int = 0
@@ -126,7 +130,8 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         with torch.no_grad():  # the spike starts at the share of exact zeros
             prior.spike.copy_(torch.logit((q == 0).float().mean(dim=1).clamp(1e-3, 0.9))[:, None])
         prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
-        context = context_model(c, name, x, axis, q, cfg, prior_seed)
+        trains = cfg.train_context or not cfg.steps
+        context = context_model(c, name, x, axis, q, cfg, prior_seed) if trains else None
         c.add(name, LatentPrior(axis, step, prior, cfg.lmbda, cfg.learn_step,
                                 cfg.rate_sample, prior_seed, context))
     c.project()
@@ -138,12 +143,14 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         report.update({k: v for k, v in ft.items() if k != "lr_grid"})
     if cfg.steps and cfg.prior_steps:
         refit_priors(c, grids, cfg)
+    if cfg.steps and cfg.context and not cfg.train_context:
+        attach_contexts(c, grids, cfg)
     report.update(coded_sizes(c, grids))
     args = {"lmbda": cfg.lmbda, "steps": cfg.steps, "step": cfg.step, "bits": cfg.bits,
             "learn_step": cfg.learn_step, "batch_size": cfg.batch_size, "lr_grid": cfg.lr_grid,
             "lr_net": cfg.lr_net, "prior_steps": cfg.prior_steps,
-            "rate_sample": cfg.rate_sample, "context": cfg.context, "include": cfg.include,
-            "seed": cfg.seed}
+            "rate_sample": cfg.rate_sample, "context": cfg.context,
+            "train_context": cfg.train_context, "include": cfg.include, "seed": cfg.seed}
     c.record("entropy_model", args, report)
     return c, report
 
@@ -158,6 +165,19 @@ def context_model(c: Compressed, name: str, x: torch.Tensor, axis: int, q: torch
     ctx = CheckerboardContext(q.shape[0], spatial).to(q.device)
     ctx.fit(q, steps=cfg.prior_steps // 3, seed=seed)
     return ctx
+
+
+def attach_contexts(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
+    """Give each plane and line a context model fitted to its final latents (it changes only
+    the code length, never what renders)."""
+    tensors = c.tensors()
+    for i, (name, axis) in enumerate(grids.items()):
+        cons = c.constraints[name]
+        (k,) = [j for j, con in enumerate(cons) if isinstance(con, LatentPrior)]
+        x = tensors[name].detach()
+        q = cons[k].latents(x).to(torch.float32).to(x.device)
+        context = context_model(c, name, x, axis, q, cfg, cfg.seed * 7919 + i + 2)
+        cons[k] = replace(cons[k], context=context)
 
 
 def refit_priors(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
