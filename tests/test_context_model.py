@@ -121,6 +121,19 @@ def test_coded_size_is_within_two_percent_of_the_estimate_and_decodes_exactly(pl
     assert torch.equal(decode(parse(serialize(node), Budget(1 << 24))), x)
 
 
+def test_module_life_cycle_forward_compress_decompress(plane):
+    q, _, ctx = plane
+    ctx.train()
+    y = (q + 0.3).requires_grad_(True)
+    y_hat, lik = ctx(y)
+    ctx.eval()
+    assert (y_hat - y).abs().max() <= 0.5 and bool(((lik > 0) & (lik <= 1)).all())
+    (-torch.log2(lik).sum()).backward()
+    assert torch.isfinite(y.grad).all() and float(y.grad.abs().sum()) > 0
+    stream, escapes = ctx.compress(q)
+    assert torch.equal(ctx.decompress(stream, escapes, q[:, ctx.anchors]), q)
+
+
 def test_context_codes_correlated_latents_smaller_than_the_factorized_prior(plane):
     """Measured when written (8 x 64 x 64 latents): 19,033 bytes with the context model (its
     anchors as plain symbols: LZMA), 27,059 for all of them range-coded with the factorized

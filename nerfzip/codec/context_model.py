@@ -196,6 +196,34 @@ class CheckerboardContext(nn.Module):
         context = torch.round(y) if context is None else context
         return -torch.log2(self.likelihood(y, context, params, select)).sum()
 
+    def forward(self, y: Tensor, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """(quantized latents [C, N], likelihoods of the non-anchors [C, M]) of y [C, N]:
+        additive uniform noise while training, rounding otherwise; the neighbours are always
+        the rounded latents (straight-through), as the decoder sees them."""
+        rounded = y + (torch.round(y) - y).detach()
+        if self.training:
+            y_hat = y + torch.rand(y.shape, generator=generator, device=y.device) - 0.5
+        else:
+            y_hat = torch.round(y)
+        return y_hat, self.likelihood(y_hat, rounded)
+
+    def compress(self, q: Tensor) -> tuple[bytes, np.ndarray]:
+        """Range-coded bytes of the non-anchors of integer latents q [C, N] and the escaped
+        values (the anchors are the factorized prior's to code)."""
+        if self.frozen is None:
+            raise RuntimeError("update() the context model before compress()")
+        return self.frozen.compress(torch.round(q.detach()).cpu().to(torch.int64).numpy())
+
+    def decompress(self, data: bytes, escapes: np.ndarray, anchors: Tensor) -> Tensor:
+        """Integer latents [C, N] (as float32) from ``compress``'s output and the decoded
+        anchors [C, N_a]."""
+        if self.frozen is None:
+            raise RuntimeError("update() the context model before decompress()")
+        q = np.zeros((self.channels, math.prod(self.spatial)), dtype=np.int64)
+        q[:, self.anchors.cpu().numpy()] = anchors.cpu().to(torch.int64).numpy()
+        return torch.from_numpy(self.frozen.decompress(data, escapes, q)).to(torch.float32)
+
     @torch.no_grad()
     def initialize(self, q: Tensor) -> None:
         """Least-squares alpha, beta per channel and the scales of the residuals, from integer
