@@ -28,7 +28,8 @@ from nerfzip.codec.tensors import (
 )
 
 STABLE_IDS = {"raw": 1, "half": 2, "quant": 3, "vq": 4, "sparse": 5, "lowrank": 6, "symbols": 7,
-              "tucker": 8, "cp": 9, "learned": 10}
+              "tucker": 8, "cp": 9, "learned": 10,
+              "learned_context": 11}
 
 
 def test_file_ids_and_minor_versions_never_change():

@@ -22,6 +22,7 @@ from nerfzip.codec import nrz
 from nerfzip.codec.binary import FormatError
 from nerfzip.codec.codecs.learned import LearnedSpec
 from nerfzip.codec.codecs.learned import learned_node as learned_candidates
+from nerfzip.codec.codecs.learned_context import context_nodes
 from nerfzip.codec.entropy_model import PRECISION, FactorizedPrior, quantized_frequencies
 from nerfzip.codec.tensors import Budget, TensorSpec, decode, encode_tensor, parse, serialize
 from nerfzip.compression.constraints.learned_prior import LatentPrior
@@ -170,13 +171,16 @@ def test_pass_file_decodes_to_the_field_and_holds_the_coded_bytes(trained, coded
     grids = [n for n in rows if "_grids." in n]
     assert len(grids) == 12 and all(rows[n]["codec"].startswith("learned") for n in grids)
     assert sum(rows[n]["bytes"] for n in grids) == report["grid_bytes"]
-    # Each grid is stored as the smaller of its candidates (range-coded latents with the
-    # prior's tables at 16 / 14 / 12 / 10 bits, or the latents as plain symbols).
+    # Each grid is stored as the smallest of its candidates (range-coded latents with the
+    # prior's tables at 16 / 14 / 12 / 10 bits, the latents as plain symbols, and for planes
+    # and lines the checkerboard context codings).
     for name in grids:
         (con,) = c.constraints[name[len("field."):]]
         x = c.model.field.named_tensors()[name[len("field."):]]
-        sizes = [n.nbytes() for n in learned_candidates(x, con.storage(TensorSpec()).prior,
-                                                        TensorSpec().coders)]
+        prior = con.storage(TensorSpec()).prior
+        assert prior.context is not None
+        sizes = [n.nbytes() for n in learned_candidates(x, prior, TensorSpec().coders)
+                 + context_nodes(x, prior, TensorSpec().coders)]
         assert rows[name]["bytes"] == min(sizes)
     back = nrz.load(tmp_path / "e.nrz").field.named_tensors()
     for name, x in c.model.field.named_tensors().items():
@@ -203,7 +207,7 @@ def test_corrupted_entropy_model_section_is_one_line(coded, tmp_path):
                   if n.params["coder"] == "range")
     parts = surgery.split(data)
     row = next(s for s in parts.sections if s[0] == name)
-    row[2] = serialize(ranged)  # the range-coded candidate, whatever the writer chose
+    row[1], row[2] = 10, serialize(ranged)  # the range-coded candidate, whatever was chosen
     (tmp_path / "ranged.nrz").write_bytes(surgery.join(parts))
     assert torch.equal(nrz.load(tmp_path / "ranged.nrz").field.named_tensors()[
         name[len("field."):]], x)
@@ -298,6 +302,7 @@ def test_hash_grid_tables_as_latents(tmp_path):
                                       scene=small)
     assert report["grids"] == 4 and report["penalty_last"] > 0
     (con,) = c.constraints["encoding.tables.0"]
+    assert con.context is None  # hashed tables have no spatial neighbours: factorized only
     (before,) = nerfzip.entropy_model(model, 1.0, steps=0, prior_steps=1)[0].constraints[
         "encoding.tables.0"]
     assert not torch.equal(con.step, before.step)  # the steps were trained

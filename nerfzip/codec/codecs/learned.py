@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ class LearnedSpec:
     """Quantization step per channel [C] (float32)."""
     tables: FrozenPrior
     """The entropy model, frozen (``FactorizedPrior.update``)."""
+    context: Any = None
+    """A frozen checkerboard context model (``context_model.FrozenContext``) for a spatial
+    grid: codec 11 (``learned_context``) then offers the context coding as well."""
 
 
 def latents(x: Tensor, step: Tensor, axis: int) -> Tensor:
@@ -71,6 +75,37 @@ TABLE_PRECISIONS = (16, 14, 12, 10)
 """Table precisions the encoder tries (the smallest file wins)."""
 
 
+def table_nodes(tables: FrozenPrior, coders: tuple[str, ...]) -> tuple[Node, Node]:
+    """The support [C, 2] and the frequencies' first differences of frozen tables."""
+    support = symbols_node(torch.from_numpy(np.stack([tables.lo, tables.lengths], axis=1)),
+                           coders)
+    deltas = np.diff(tables.freqs, prepend=0)  # smooth tables: small differences
+    return support, symbols_node(torch.from_numpy(deltas), coders)
+
+
+def read_tables(support: Tensor, deltas: Tensor, channels: int, precision: object
+                ) -> FrozenPrior:
+    """The frozen tables ``table_nodes`` stored (checked: FormatError)."""
+    if not isinstance(precision, int) or precision not in PRECISIONS:
+        raise FormatError(f"bad entropy model table precision {precision!r}")
+    check_shape(support.shape, (channels, 2), "entropy model supports")
+    if deltas.dim() != 1:
+        raise FormatError("entropy model frequencies must be 1-d")
+    return FrozenPrior(support[:, 0].numpy().astype(np.int64),
+                       support[:, 1].numpy().astype(np.int64),
+                       np.cumsum(deltas.numpy().astype(np.int64)), precision)
+
+
+def decode_step(node: Node, channels: int) -> Tensor:
+    """The quantization steps [C] (checked)."""
+    step = decode_node(node)
+    check_shape(step.shape, (channels,), "quantization steps")
+    if step.dtype != FLOAT or not bool(torch.isfinite(step).all()) or \
+            bool((step <= 0).any()):
+        raise FormatError("quantization steps must be finite and positive")
+    return step
+
+
 def learned_node(x: Tensor, prior: LearnedSpec, coders: tuple[str, ...]) -> list[Node]:
     """The candidates: the latents range-coded with the prior's tables at each of
     ``TABLE_PRECISIONS`` (coarser tables cost fewer bytes, finer ones code a little tighter),
@@ -83,7 +118,6 @@ def learned_node(x: Tensor, prior: LearnedSpec, coders: tuple[str, ...]) -> list
     q = latents(x, prior.step, prior.axis)
     exact = TensorSpec(coders=coders, sparse=False)
     step = encode_tensor(prior.step.detach().cpu().to(FLOAT).contiguous(), exact)
-    support = symbols_node(torch.from_numpy(np.stack([t.lo, t.lengths], axis=1)), coders)
     out = [Node("learned", FLOAT, tuple(x.shape), {"axis": prior.axis, "coder": "symbols"},
                 [step, symbols_node(q, coders)], [])]
     for precision in TABLE_PRECISIONS:
@@ -91,11 +125,10 @@ def learned_node(x: Tensor, prior: LearnedSpec, coders: tuple[str, ...]) -> list
             continue  # a quarter of the range or more would go to the at-least-1 floor
         tables = t.at_precision(precision)
         stream, escapes = tables.compress(q)
-        deltas = np.diff(tables.freqs, prepend=0)  # smooth tables: small differences
         out.append(Node("learned", FLOAT, tuple(x.shape),
                         {"axis": prior.axis, "coder": "range", "precision": precision,
                          "crc": latents_crc(q)},
-                        [step, support, symbols_node(torch.from_numpy(deltas), coders),
+                        [step, *table_nodes(tables, coders),
                          symbols_node(torch.tensor(escapes, dtype=torch.int64), coders)],
                         [stream]))
     return out
@@ -119,29 +152,19 @@ def decode(node: Node) -> Tensor:
         expect_parts(node, 4, 1)
     else:
         expect_parts(node, 2, 0)
-    step = decode_node(node.children[0])
-    check_shape(step.shape, (channels,), "quantization steps")
-    if step.dtype != FLOAT or not bool(torch.isfinite(step).all()) or \
-            bool((step <= 0).any()):
-        raise FormatError("quantization steps must be finite and positive")
+    step = decode_step(node.children[0], channels)
     if coder == "symbols":
         q = decode_node(node.children[1])
         check_shape(q.shape, (channels, n), "latents")
         if q.numel() and int(q.abs().max()) > MAX_SYMBOL:
             raise FormatError("a latent out of range")
         return dequantize_latent(channels_back(q, tuple(node.shape), axis), step, axis)
-    precision = node.params.get("precision")
-    if not isinstance(precision, int) or precision not in PRECISIONS:
-        raise FormatError(f"bad entropy model table precision {precision!r}")
     support, deltas, escapes = (decode_node(c) for c in node.children[1:])
-    check_shape(support.shape, (channels, 2), "entropy model supports")
-    if deltas.dim() != 1 or escapes.dim() != 1:
+    tables = read_tables(support, deltas, channels, node.params.get("precision"))
+    if escapes.dim() != 1:
         raise FormatError("entropy model frequencies and escapes must be 1-d")
     if escapes.numel() > math.prod(node.shape):
         raise FormatError("more escaped values than latents")
-    tables = FrozenPrior(support[:, 0].numpy().astype(np.int64),
-                         support[:, 1].numpy().astype(np.int64),
-                         np.cumsum(deltas.numpy().astype(np.int64)), precision)
     q = tables.decompress(node.blobs[0], escapes.tolist(), n)
     if latents_crc(q) != node.params.get("crc"):
         raise FormatError("range-coded latents do not match their checksum (truncated or "

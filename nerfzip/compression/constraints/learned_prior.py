@@ -1,6 +1,7 @@
 """The learned entropy model's constraint: a tensor's values are integer latents times a
-per-channel step, coded with a learned factorized prior; fine-tuning trains the steps and the
-prior with the field and adds the prior's rate estimate, weighted by lambda, to the loss."""
+per-channel step, coded with a learned factorized prior (and, for a plane or a line, a
+checkerboard context model for half of its positions); fine-tuning trains the steps and the
+models with the field and adds their rate estimate, weighted by lambda, to the loss."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from nerfzip.codec.codecs.learned import LearnedSpec
+from nerfzip.codec.context_model import CheckerboardContext
 from nerfzip.codec.entropy_model import (
     FactorizedPrior,
     FrozenPrior,
@@ -42,6 +44,9 @@ class LatentPrior(Constraint):
     """Values per tensor the rate estimate of one step reads (0: all; else a random subset,
     scaled up, an unbiased estimate)."""
     seed: int = 0
+    context: CheckerboardContext | None = None
+    """A checkerboard context model of the non-anchor positions (the prior then rates the
+    anchors only); None: the prior rates every latent."""
     calls: int = field(default=0, compare=False)
 
     order = 1
@@ -71,31 +76,64 @@ class LatentPrior(Constraint):
         return (trained[0] * STEP_GAIN).exp() if self.learn_step else self.step
 
     def trainable(self) -> list[Tensor]:
-        """The steps (as ``log(step) / STEP_GAIN``) and the prior's parameters."""
-        return [self.step.log() / STEP_GAIN] + [p.detach() for p in self.prior.params()]
+        """The steps (as ``log(step) / STEP_GAIN``), the prior's parameters and the context
+        model's."""
+        ctx = [] if self.context is None else [p.detach() for p in self.context.params()]
+        return [self.step.log() / STEP_GAIN] + [p.detach() for p in self.prior.params()] + ctx
+
+    def split(self, trained: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The prior's and the context model's tensors of ``trained[1:]``."""
+        n = len(self.prior.params())
+        return trained[1:1 + n], trained[1 + n:]
 
     def penalty_with(self, x: Tensor, trained: list[Tensor]) -> Tensor | None:
-        """lambda x the estimated coded size of ``x``'s latents in MB: the prior's bits of
-        ``x / step`` plus uniform noise in [-1/2, 1/2) (Ballé's relaxation of rounding)."""
+        """lambda x the estimated coded size of ``x``'s latents in MB: the models' bits of
+        ``x / step`` plus uniform noise in [-1/2, 1/2) (Ballé's relaxation of rounding); the
+        context model reads its neighbours rounded (what the decoder sees, straight-through)."""
         step = self.step_of(trained).to(x.dtype)
         y = channels_first(x, self.axis) / step[:, None]
         gen = torch.Generator(device=y.device).manual_seed(self.seed * 1_000_003 + self.calls)
         self.calls += 1
-        n = y.shape[1]
-        scale = 1.0
-        if 0 < self.rate_sample < y.numel():
-            per = max(1, self.rate_sample // y.shape[0])
-            idx = torch.randint(0, n, (per,), generator=gen, device=y.device)
-            y, scale = y[:, idx], n / per
+        prior_params, ctx_params = self.split(trained)
+        if self.context is None:
+            n = y.shape[1]
+            scale = 1.0
+            if 0 < self.rate_sample < y.numel():
+                per = max(1, self.rate_sample // y.shape[0])
+                idx = torch.randint(0, n, (per,), generator=gen, device=y.device)
+                y, scale = y[:, idx], n / per
+            noisy = y + (torch.rand(y.shape, generator=gen, device=y.device) - 0.5)
+            bits = self.prior.bits(noisy, prior_params) * scale
+            return self.lmbda * bits / MB_BITS
         noisy = y + (torch.rand(y.shape, generator=gen, device=y.device) - 0.5)
-        bits = self.prior.bits(noisy, trained[1:]) * scale
+        rounded = y + (torch.round(y) - y).detach()
+        anchors = noisy[:, self.context.anchors]
+        bits = self.sampled_bits(anchors, None, gen, lambda v: self.prior.bits(v, prior_params))
+        m = self.context.others.numel()
+        bits = bits + self.sampled_bits(
+            noisy, m, gen, lambda sel: self.context.bits(noisy, rounded, ctx_params, sel))
         return self.lmbda * bits / MB_BITS
+
+    def sampled_bits(self, v: Tensor, m: int | None, gen: torch.Generator, rate) -> Tensor:
+        """``rate`` of v [C, n] (m None) or of the m non-anchors (``rate(select)``) on a random
+        subset of at most ``rate_sample`` values, scaled up (an unbiased estimate)."""
+        n = v.shape[1] if m is None else m
+        if not 0 < self.rate_sample < v.shape[0] * n:
+            return rate(v if m is None else None)
+        per = max(1, self.rate_sample // v.shape[0])
+        idx = torch.randint(0, n, (per,), generator=gen, device=v.device)
+        return rate(v[:, idx] if m is None else idx) * (n / per)
 
     def trained(self, trained: list[Tensor], latent: list[Tensor] | None) -> LatentPrior:
         prior = self.prior
+        prior_params, ctx_params = self.split(trained)
         with torch.no_grad():
-            for p, t in zip(prior.params(), trained[1:]):
+            for p, t in zip(prior.params(), prior_params):
                 p.copy_(t.detach())
+            if self.context is not None:
+                for p, t in zip(self.context.params(), ctx_params):
+                    p.copy_(t.detach())
+                self.context.frozen = None
         prior.frozen = None  # the tables no longer match the densities
         step = (trained[0].detach() * STEP_GAIN).exp() if self.learn_step else self.step
         return replace(self, step=step, prior=prior, calls=self.calls)
@@ -110,7 +148,9 @@ class LatentPrior(Constraint):
 
     # --- the coder's side ------------------------------------------------------------------
     def update(self) -> FrozenPrior:
-        """Freeze the prior's tables (the codec codes with these)."""
+        """Freeze the prior's tables and the context model (the codecs code with these)."""
+        if self.context is not None:
+            self.context.update()
         return self.prior.update()
 
     def latents(self, x: Tensor) -> Tensor:
@@ -121,13 +161,25 @@ class LatentPrior(Constraint):
 
     def estimate_bits(self, x: Tensor) -> float:
         """The model's own estimate of the coded size of ``x``'s latents (continuous densities
-        at the rounded latents), in bits."""
+        at the rounded latents; with a context model, the prior's for the anchors and the
+        context model's for the others), in bits."""
         device = self.prior.matrices[0].device
+        q = self.latents(x).to(device, torch.float32)
         with torch.no_grad():
-            return float(self.prior.bits(self.latents(x).to(device, torch.float32)))
+            if self.context is None:
+                return float(self.prior.bits(q))
+            return float(self.prior.bits(q[:, self.context.anchors])) + \
+                float(self.context.bits(q, q))
+
+    def frozen_context(self):  # -> FrozenContext | None
+        """The context model's frozen integers (freezing it if needed), None without one."""
+        if self.context is None:
+            return None
+        return self.context.frozen or self.context.update()
 
     def storage(self, spec: TensorSpec) -> TensorSpec:
-        frozen = self.prior.frozen or self.update()
+        frozen = self.prior.frozen or self.prior.update()
         return replace(spec, mode="learned",
-                       prior=LearnedSpec(self.axis, self.step.detach().cpu().float(), frozen))
+                       prior=LearnedSpec(self.axis, self.step.detach().cpu().float(), frozen,
+                                         self.frozen_context()))
 

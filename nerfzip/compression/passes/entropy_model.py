@@ -12,19 +12,25 @@ integer latents ``round(x / step)`` per channel (its components) with a factoriz
 R the priors' estimate of the latents' coded size in MB (2^20 bytes) under additive uniform
 noise, while the renderer sees the rounded latents (straight-through), so the grids, the
 networks, the steps and the priors learn together (ECTensoRF, Deng & Tartaglione, ICML 2024,
-with a factorized prior). At the end the priors are frozen (``update``) and the file stores
-each grid as the range-coded latents, the steps and the priors' integer tables (codec 10);
+with a factorized prior). Planes and lines also get a checkerboard context model
+(``nerfzip.codec.context_model``, He et al. 2021; ``context=true``): half of the positions are
+coded given their decoded neighbours; it is fitted to the final latents (or, with
+``train_context=true``, trained with them for its rate). At the end the models are frozen
+(``update``) and the file stores each grid as the range-coded latents, the steps and the
+priors' integer tables (codec 10), or in two passes with the context model (codec 11),
+whichever is smaller;
 the other tensors (decoder, basis) are stored as the pipeline's other passes say (lossless by
 default; ``quant(8, include=decoder)`` after this pass, for instance).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from nerfzip.codec.context_model import CheckerboardContext, spatial_shape
 from nerfzip.codec.entropy_model import FactorizedPrior, channels_first
 from nerfzip.codec.tensors import TensorSpec, encode_tensor
 from nerfzip.compression.compressed import Compressed
@@ -61,6 +67,12 @@ class Config:
     """Adam steps fitting each prior to its initial latents before fine-tuning."""
     rate_sample: int = field(default=65536, metadata=limits(0))
     """Latent values per grid the rate term reads each step (a random subset; 0: all)."""
+    context: bool = True
+    """Also model planes and lines with a checkerboard context model (half of the positions
+    predicted from their neighbours); the file keeps whichever coding is smaller."""
+    train_context: bool = False
+    """Fine-tune for the context model's rate (False: for the factorized prior's, the context
+    model fitted to the final latents; then it can only make the file smaller)."""
     include: str = ""
     """Only feature grids whose name contains this text."""
     seed: int = 0
@@ -118,8 +130,10 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         with torch.no_grad():  # the spike starts at the share of exact zeros
             prior.spike.copy_(torch.logit((q == 0).float().mean(dim=1).clamp(1e-3, 0.9))[:, None])
         prior.fit(q, steps=cfg.prior_steps, seed=prior_seed)
+        trains = cfg.train_context or not cfg.steps
+        context = context_model(c, name, x, axis, q, cfg, prior_seed) if trains else None
         c.add(name, LatentPrior(axis, step, prior, cfg.lmbda, cfg.learn_step,
-                                cfg.rate_sample, prior_seed))
+                                cfg.rate_sample, prior_seed, context))
     c.project()
     report: dict[str, Any] = {"lambda": cfg.lmbda, "grids": len(grids),
                               "latents": sum(tensors[n].numel() for n in grids)}
@@ -129,13 +143,41 @@ def entropy_model(model: RadianceModel | Compressed, cfg: Config, ctx: PassConte
         report.update({k: v for k, v in ft.items() if k not in ("lr_grid", "lr_net")})
     if cfg.steps and cfg.prior_steps:
         refit_priors(c, grids, cfg)
+    if cfg.steps and cfg.context and not cfg.train_context:
+        attach_contexts(c, grids, cfg)
     report.update(coded_sizes(c, grids))
     args = {"lmbda": cfg.lmbda, "steps": cfg.steps, "step": cfg.step, "bits": cfg.bits,
             "learn_step": cfg.learn_step, "batch_size": cfg.batch_size, "lr_grid": cfg.lr_grid,
             "lr_net": cfg.lr_net, "prior_steps": cfg.prior_steps,
-            "rate_sample": cfg.rate_sample, "include": cfg.include, "seed": cfg.seed}
+            "rate_sample": cfg.rate_sample, "context": cfg.context,
+            "train_context": cfg.train_context, "include": cfg.include, "seed": cfg.seed}
     c.record("entropy_model", args, report)
     return c, report
+
+
+def context_model(c: Compressed, name: str, x: torch.Tensor, axis: int, q: torch.Tensor,
+                  cfg: Config, seed: int) -> CheckerboardContext | None:
+    """A checkerboard context model fitted to a spatial grid's latents q [C, N] (planes and
+    lines; None for hashed tables, or with ``context=false``)."""
+    spatial = spatial_shape(tuple(x.shape), axis)
+    if not cfg.context or spatial is None or not c.model.field.feature_grids()[name].spatial:
+        return None
+    ctx = CheckerboardContext(q.shape[0], spatial).to(q.device)
+    ctx.fit(q, steps=cfg.prior_steps // 3, seed=seed)
+    return ctx
+
+
+def attach_contexts(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
+    """Give each plane and line a context model fitted to its final latents (it changes only
+    the code length, never what renders)."""
+    tensors = c.tensors()
+    for i, (name, axis) in enumerate(grids.items()):
+        cons = c.constraints[name]
+        (k,) = [j for j, con in enumerate(cons) if isinstance(con, LatentPrior)]
+        x = tensors[name].detach()
+        q = cons[k].latents(x).to(torch.float32).to(x.device)
+        context = context_model(c, name, x, axis, q, cfg, cfg.seed * 7919 + i + 2)
+        cons[k] = replace(cons[k], context=context)
 
 
 def refit_priors(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
@@ -148,27 +190,41 @@ def refit_priors(c: Compressed, grids: dict[str, int], cfg: Config) -> None:
         con.prior.fit(q, steps=max(1, cfg.prior_steps // 2), lr=5e-3,
                       seed=cfg.seed * 7919 + i + 1)
         con.prior.frozen = None
+        if con.context is not None:
+            con.context.fit(q, steps=max(1, cfg.prior_steps // 3), seed=cfg.seed * 7919 + i + 1)
+            con.context.frozen = None
 
 
 def coded_sizes(c: Compressed, grids: dict[str, int]) -> dict[str, Any]:
-    """Freeze every prior (``update``) and measure, in real bytes: the model's estimate of the
-    latents' size against the range-coded streams, and what the file stores for the grids
-    (each grid's smaller coding: range-coded with its tables, or its latents as plain
-    symbols)."""
+    """Freeze every model (``update``) and measure, in real bytes: the models' estimate of the
+    latents' size against the range-coded streams (with a context model: the anchors under
+    the prior, the others under the context model; ``factorized_bytes``: every latent under
+    the prior, for comparison), and what the file stores for the grids (each grid's smallest
+    coding: context-coded, range-coded with the prior's tables, or plain symbols)."""
     tensors = c.tensors()
-    estimate, streams, sections, ranged = 0.0, 0, 0, 0
+    estimate, streams, factorized, sections, ranged, contexts = 0.0, 0, 0, 0, 0, 0
     for name in grids:
         (prior,) = [k for k in c.constraints[name] if isinstance(k, LatentPrior)]
         frozen = prior.update()
         x = tensors[name].detach().cpu()
         estimate += prior.estimate_bits(x)
-        stream, escapes = frozen.compress(prior.latents(x))
-        streams += len(stream) + 4 * len(escapes)
+        q = prior.latents(x)
+        stream, escapes = frozen.compress(q)
+        factorized += len(stream) + 4 * len(escapes)
+        if prior.context is not None:
+            ctx = prior.context.frozen
+            stream, escapes = frozen.compress(q[:, prior.context.anchors.cpu()])
+            more, more_escapes = ctx.compress(q.numpy())
+            streams += len(stream) + 4 * len(escapes) + len(more) + 4 * more_escapes.size
+        else:
+            streams += len(stream) + 4 * len(escapes)
         spec = TensorSpec()
         for k in c.constraints[name]:
             spec = k.storage(spec)
         node = encode_tensor(x, spec)
         sections += node.nbytes()
         ranged += node.params.get("coder") == "range"
+        contexts += node.codec == "learned_context"
     return {"estimate_bytes": round(estimate / 8), "stream_bytes": streams,
-            "estimate_mb": estimate / MB_BITS, "grid_bytes": sections, "range_coded": ranged}
+            "factorized_bytes": factorized, "estimate_mb": estimate / MB_BITS,
+            "grid_bytes": sections, "range_coded": ranged, "context_coded": contexts}
