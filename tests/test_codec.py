@@ -654,3 +654,14 @@ def test_node_fuzz_checks_catch_a_decoder_that_refuses_everything(monkeypatch):
 if __name__ == "__main__":
     write_golden()
     print(f"wrote golden files to {GOLDEN}")
+
+
+def test_axis_parameter_refuses_booleans():
+    """JSON ``true`` is a Python int; as a node's channel axis it must be refused, not read
+    as axis 1 (which let a hostile codec-10 node reach the decoder)."""
+    from nerfzip.codec.node import check_axis
+
+    assert check_axis(1, 3) == 1 and check_axis(None, 3) is None
+    for bad in (True, False, -1, 3, 1.0):
+        with pytest.raises(FormatError, match="bad axis"):
+            check_axis(bad, 3)

@@ -284,6 +284,7 @@ def check_axis(value: Any, ndim: int) -> int | None:
     """A node's ``axis`` parameter: None or a valid dimension."""
     if value is None:
         return None
-    if not isinstance(value, int) or not 0 <= value < ndim:
+    # bool is an int to Python: JSON's true would pass as axis 1
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < ndim:
         raise FormatError(f"bad axis {value!r} for a {ndim}-d tensor")
     return value

@@ -100,8 +100,7 @@ def encode(x: Tensor, spec: TensorSpec) -> list[Node]:
 
 
 def decode(node: Node) -> Tensor:
-    raw_axis = node.params.get("axis")
-    axis = None if isinstance(raw_axis, bool) else check_axis(raw_axis, len(node.shape))
+    axis = check_axis(node.params.get("axis"), len(node.shape))
     if axis is None:
         raise FormatError("learned_context node needs a channel axis")
     spatial = spatial_shape(tuple(node.shape), axis)
