@@ -99,6 +99,12 @@ class Field(nn.Module):
         """Every tensor needed to rebuild the field, by stable name (its state dict)."""
         return {k: v for k, v in self.state_dict().items()}
 
+    def tensor_layers(self) -> dict[str, int]:
+        """Progressive files: the refinement layer (1, 2, ...) of the tensors of
+        ``named_tensors`` that are not in the base layer; the .nrz writer puts each layer's
+        sections after the previous layer's. Empty by default: one layer."""
+        return {}
+
     def optional_tensors(self) -> frozenset[str]:
         """Names in ``named_tensors`` the field renders without, taken as zeros when absent
         (refinement layers of a progressive stream: a reader may build the field from the
