@@ -480,8 +480,13 @@ def layer_rows(nrz: NrzFile) -> list[dict[str, Any]]:
         pos += s.bytes
         ends.append(pos)
     ends = lay.layer_ends(ends, counts)
-    energy = next((s.get("report", {}).get("energy") for s in nrz.header.get("pipeline", [])
+    report = next((s.get("report") for s in nrz.header.get("pipeline", [])
                    if isinstance(s, dict) and s.get("step") == "progressive"), None)
-    return [{"layer": k, "sections": n, "bytes": end, "share": end / nrz.size,
-             **({"energy": energy[k]} if isinstance(energy, list) and k < len(energy) else {})}
+    rows = [{"layer": k, "sections": n, "bytes": end, "share": end / nrz.size}
             for k, (n, end) in enumerate(zip(counts, ends))]
+    for key in ("energy", "appearance_energy"):
+        values = report.get(key) if isinstance(report, dict) else None
+        if isinstance(values, list) and len(values) == len(rows):
+            for row, v in zip(rows, values):
+                row[key] = v
+    return rows

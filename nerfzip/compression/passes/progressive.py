@@ -53,6 +53,10 @@ class Config:
     """Layers, the base included (2 to 16)."""
     growth: float = field(default=2.0, metadata=limits(1.0, 16.0))
     """Each layer holds about this many times the components of the one before (1: equal)."""
+    density: str = field(default="svd", metadata=limits(choices=("svd", "energy")))
+    """VM density order: svd (singular vectors, strongest first) or energy (components)."""
+    appearance: str = field(default="greedy", metadata=limits(choices=("greedy", "energy")))
+    """Appearance order: greedy (least feature error at occupied cells) or energy."""
 
 
 def group_sizes(components: int, layers: int, growth: float) -> list[int]:
@@ -67,21 +71,67 @@ def group_sizes(components: int, layers: int, growth: float) -> list[int]:
     return sizes
 
 
-def component_energy(grids: FactorGrids, basis_cols: Tensor | None) -> list[Tensor]:
-    """Per mode (VM: 3, CP: 1), each component's energy [C]: the product of its factors'
-    norms, times its basis column's norm (appearance)."""
-    per = grids.lines[0].shape[1]
+def factor_norms(grids: FactorGrids) -> list[Tensor]:
+    """Per mode (VM: 3, CP: 1), each component's energy on the grid [C]: the product of its
+    factors' norms (the Frobenius norm of the rank-1 term)."""
+    norms = [t.detach()[0].flatten(1).norm(dim=1) for t in grids.lines]
     if grids.decomposition == "vm":
-        energy = [grids.planes[m].detach()[0].flatten(1).norm(dim=1)
-                  * grids.lines[m].detach()[0].flatten(1).norm(dim=1) for m in range(3)]
-    else:
-        energy = [grids.lines[0].detach()[0].flatten(1).norm(dim=1)
-                  * grids.lines[1].detach()[0].flatten(1).norm(dim=1)
-                  * grids.lines[2].detach()[0].flatten(1).norm(dim=1)]
-    if basis_cols is not None:
-        norms = basis_cols.detach().norm(dim=0)
-        energy = [e * norms[m * per:(m + 1) * per] for m, e in enumerate(energy)]
-    return energy
+        return [grids.planes[m].detach()[0].flatten(1).norm(dim=1) * norms[m] for m in range(3)]
+    return [norms[0] * norms[1] * norms[2]]
+
+
+def svd_rotated(plane: Tensor, line: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One VM mode's terms ``sum_c P_c (x) L_c`` rewritten with the same number of terms as
+    the singular vectors of the matrix P L^T, strongest first (QR of both factors, SVD of the
+    C x C core, in float64; each side takes the square root of the singular values): the
+    first k terms are then the best rank-k approximation of the mode (Eckart-Young). Returns
+    the new plane and line and the singular values [C]."""
+    c, h, w = plane.shape[1:]
+    a = plane.detach()[0].reshape(c, -1).T.double()
+    b = line.detach()[0, :, :, 0].T.double()
+    qa, ra = torch.linalg.qr(a)
+    qb, rb = torch.linalg.qr(b)
+    u, sv, vh = torch.linalg.svd(ra @ rb.T)
+    root = sv.sqrt()
+    a2, b2 = qa @ u * root, qb @ vh.T * root
+    return (a2.T.reshape(1, c, h, w).to(plane.dtype), b2.T.reshape(1, c, -1, 1).to(line.dtype),
+            sv.to(plane.dtype))
+
+
+@torch.no_grad()
+def greedy_order(fld: TensoRF, points: Tensor, basis: Tensor) -> list[Tensor]:
+    """Per mode, the appearance components in greedy order: each next the one whose removal
+    from the residual ``F_m - sum_chosen B_c f_c`` (F_m the mode's part of the decoder input
+    at ``points``) leaves it smallest (matching pursuit without refitting)."""
+    grids = fld.app_grids
+    per = grids.lines[0].shape[1]
+    feats = grids.features(fld.normalize(points))  # [modes * per, N]
+    out = []
+    for m in range(grids.num_components // per):
+        terms = [basis[:, m * per + k, None] * feats[m * per + k][None] for k in range(per)]
+        residual = torch.stack(terms).sum(dim=0)
+        left, order = list(range(per)), []
+        while left:
+            best = min(left, key=lambda k: float((residual - terms[k]).pow(2).sum()))
+            residual -= terms[best]
+            order.append(best)
+            left.remove(best)
+        out.append(torch.tensor(order, device=basis.device))
+    return out
+
+
+def occupied_points(model: RadianceModel, limit: int = 1 << 17) -> Tensor | None:
+    """Centres of the occupied cells of the model's occupancy grid (an even subsample of at
+    most ``limit``), or None without a grid."""
+    occ = model.occupancy
+    if occ is None:
+        return None
+    idx = occ.occupied.nonzero()
+    if len(idx) == 0:
+        return None
+    idx = idx[torch.linspace(0, len(idx) - 1, min(limit, len(idx))).long()]
+    cell = (occ.aabb[1] - occ.aabb[0]) / occ.resolution
+    return (occ.aabb[0] + (idx.float() + 0.5) * cell).to(model.field.aabb.device)
 
 
 def split_constraint(con: Constraint, idx: Tensor, name: str) -> Constraint:
@@ -126,7 +176,16 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
     sizes = {p: group_sizes(n, cfg.layers, cfg.growth) for p, n in
              zip(PREFIXES, (fc.density_components, fc.appearance_components))}
     bname = basis_name(fld)
-    basis = fld.get_parameter(bname)
+    basis = fld.get_parameter(bname).detach()
+    svd = cfg.density == "svd" and fc.decomposition == "vm"
+    if svd:
+        held = [k for k, v in c.constraints.items() if v and k.startswith("density_grids.")]
+        if held:
+            raise NerfzipError(f"progressive: {held[0]} is already constrained; the density's "
+                               "singular vectors are computed from free factors: run "
+                               "progressive before quant / prune / vq, or use "
+                               "progressive(density=energy)")
+    points = occupied_points(c.model) if cfg.appearance == "greedy" else None
     old = fld.named_tensors()
     tensors: dict[str, Tensor] = {k: v for k, v in old.items()
                                   if not k.startswith(PREFIXES) and k != bname}
@@ -134,11 +193,27 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
                    if not k.startswith(PREFIXES) and k != bname}
     columns: list[Tensor] = []  # old basis column of each new feature
     shares: dict[str, list[float]] = {}
+    orders: dict[str, str] = {}
     for prefix in PREFIXES:
         grids: FactorGrids = fld.get_submodule(prefix)
         per = grids.lines[0].shape[1]
-        energy = component_energy(grids, basis if prefix == "app_grids" else None)
+        vm = grids.decomposition == "vm"
+        source = dict(old)
+        energy = factor_norms(grids)
         order = [torch.argsort(e, descending=True, stable=True) for e in energy]
+        orders[prefix] = "energy"
+        if prefix == "density_grids" and svd:
+            for m in range(3):
+                plane, line, energy[m] = svd_rotated(grids.planes[m], grids.lines[m])
+                source[f"{prefix}.planes.{m}"], source[f"{prefix}.lines.{m}"] = plane, line
+                order[m] = torch.arange(per, device=plane.device)
+            orders[prefix] = "svd"
+        if prefix == "app_grids":
+            energy = [e * basis[:, m * per:(m + 1) * per].norm(dim=0)
+                      for m, e in enumerate(energy)]
+            if points is not None:
+                order = greedy_order(fld, points, basis)
+                orders[prefix] = "greedy"
         total = float(sum(e.pow(2).sum() for e in energy)) or 1.0
         shares[prefix] = []
         start, acc = 0, 0.0
@@ -146,13 +221,11 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
             for m, perm in enumerate(order):
                 idx = perm[start:start + n]
                 acc += float(energy[m][idx].pow(2).sum())
-                kinds = ("planes", "lines") if grids.decomposition == "vm" else ("lines",)
-                modes = [m] if grids.decomposition == "vm" else [0, 1, 2]
-                for kind in kinds:
-                    for a in modes:
+                for kind in ("planes", "lines") if vm else ("lines",):
+                    for a in [m] if vm else [0, 1, 2]:
                         src = f"{prefix}.{kind}.{a}"
                         dst = f"{prefix}.{kind}.{3 * g + a}"
-                        tensors[dst] = old[src].index_select(1, idx.to(old[src].device))
+                        tensors[dst] = source[src].index_select(1, idx.to(old[src].device))
                         if c.constraints.get(src):
                             constraints[dst] = [split_constraint(k, idx, src)
                                                 for k in c.constraints[src]]
@@ -161,7 +234,7 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
             start += n
             shares[prefix].append(acc / total)
     perm = torch.cat(columns).to(basis.device)
-    tensors[bname] = basis.detach().index_select(1, perm)
+    tensors[bname] = basis.index_select(1, perm)
     if c.constraints.get(bname):
         constraints[bname] = [permuted_basis_constraint(k, perm) for k in c.constraints[bname]]
     config = fld.config_dict()
@@ -173,12 +246,15 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
     c.constraints.clear()
     c.constraints.update(constraints)
     c.project()
-    report = {"layers": cfg.layers, "density_groups": sizes["density_grids"],
+    report = {"layers": cfg.layers, "density_order": orders["density_grids"],
+              "appearance_order": orders["app_grids"],
+              "density_groups": sizes["density_grids"],
               "appearance_groups": sizes["app_grids"],
               "energy": [round(x, 6) for x in shares["density_grids"]],
               "appearance_energy": [round(x, 6) for x in shares["app_grids"]],
               "max_output_change": change}
-    c.record("progressive", {"layers": cfg.layers, "growth": cfg.growth}, report)
+    c.record("progressive", {"layers": cfg.layers, "growth": cfg.growth,
+                             "density": cfg.density, "appearance": cfg.appearance}, report)
     return c, report
 
 
