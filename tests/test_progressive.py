@@ -8,7 +8,9 @@ without a layered form are refused."""
 from __future__ import annotations
 
 import copy
+import json
 
+import nrz_surgery as surgery  # tests/ helper (on the path under pytest)
 import pytest
 import torch
 
@@ -201,3 +203,36 @@ def test_a_file_without_layers_is_one_layer(tmp_path):
     whole = nrz.load(tmp_path / "m.nrz").field.named_tensors()
     assert all(torch.equal(v, whole[k]) for k, v in prefix.field.named_tensors().items())
     assert used[0].bytes == row["bytes"]
+
+
+def test_bad_layer_records_are_one_line_errors(tmp_path):
+    model = small_tensorf("vm")
+    run_pipeline(model, parse_pipeline("progressive(3)"), None).save(tmp_path / "p.nrz")
+    good = (tmp_path / "p.nrz").read_bytes()
+
+    def with_header(change) -> bytes:
+        parts = surgery.split(good)
+        header = json.loads(parts.header)
+        change(header)
+        parts.header = json.dumps(header).encode()
+        return surgery.join(parts)
+
+    def extra() -> bytes:  # a section the field does not have, in the last layer
+        parts = surgery.split(good)
+        parts.sections.append(["field.bogus", parts.sections[-1][1], parts.sections[-1][2]])
+        header = json.loads(parts.header)
+        header["progressive"]["layers"][-1] += 1
+        parts.header = json.dumps(header).encode()
+        return surgery.join(parts)
+
+    cases = {
+        "layers must be a list": with_header(lambda h: h.update(progressive={"layers": [3]})),
+        "counts 40 sections": with_header(lambda h: h["progressive"].update(layers=[20, 10,
+                                                                                   10])),
+        "'field.bogus' is in a refinement layer but is not a refinement tensor": extra(),
+    }
+    for message, data in cases.items():
+        (tmp_path / "bad.nrz").write_bytes(data)
+        with pytest.raises(NerfzipError, match=message) as e:
+            load_prefix(tmp_path / "bad.nrz", nbytes=len(data))
+        assert "\n" not in str(e.value)
