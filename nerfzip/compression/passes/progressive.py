@@ -120,7 +120,7 @@ def greedy_order(fld: TensoRF, points: Tensor, basis: Tensor) -> list[Tensor]:
     return out
 
 
-def occupied_points(model: RadianceModel, limit: int = 1 << 17) -> Tensor | None:
+def occupied_points(model: RadianceModel, limit: int = 1 << 16) -> Tensor | None:
     """Centres of the occupied cells of the model's occupancy grid (an even subsample of at
     most ``limit``), or None without a grid."""
     occ = model.occupancy
@@ -155,12 +155,8 @@ def basis_name(fld: TensoRF) -> str:
     return "basis.down.weight" if "basis" in fld.low_rank else "basis.weight"
 
 
-@register_pass("progressive", Config)
-def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
-                ) -> tuple[Compressed, dict[str, Any]]:
-    """Layer a TensoRF for progressive decoding: components by energy into a base layer and
-    refinement layers, each its own .nrz sections; any prefix of the file renders."""
-    c = Compressed.of(model)
+def layerable(c: Compressed, cfg: Config) -> TensoRF:
+    """The TensoRF of ``c`` if ``cfg`` can layer it, else a one-line error saying why."""
     fld = c.model.field
     if not isinstance(fld, TensoRF):
         raise NerfzipError(f"progressive: the {fld.family} family has no layered form "
@@ -173,66 +169,94 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
         if n < cfg.layers:
             raise NerfzipError(f"progressive: {cfg.layers} layers need at least {cfg.layers} "
                                f"{what} components per mode; the field has {n}")
-    sizes = {p: group_sizes(n, cfg.layers, cfg.growth) for p, n in
-             zip(PREFIXES, (fc.density_components, fc.appearance_components))}
-    bname = basis_name(fld)
-    basis = fld.get_parameter(bname).detach()
-    svd = cfg.density == "svd" and fc.decomposition == "vm"
-    if svd:
+    if cfg.density == "svd" and fc.decomposition == "vm":
         held = [k for k, v in c.constraints.items() if v and k.startswith("density_grids.")]
         if held:
             raise NerfzipError(f"progressive: {held[0]} is already constrained; the density's "
                                "singular vectors are computed from free factors: run "
                                "progressive before quant / prune / vq, or use "
                                "progressive(density=energy)")
+    return fld
+
+
+def ordered_terms(fld: TensoRF, prefix: str, cfg: Config, basis: Tensor,
+                  points: Tensor | None) -> tuple[dict[str, Tensor], list[Tensor],
+                                                  list[Tensor], str]:
+    """One quantity's factors (the VM density's rotated to its singular vectors, else as
+    they are), each mode's component order, each component's energy, and the order's name."""
+    grids: FactorGrids = fld.get_submodule(prefix)
+    per = grids.lines[0].shape[1]
+    source: dict[str, Tensor] = {}
+    energy = factor_norms(grids)
+    order = [torch.argsort(e, descending=True, stable=True) for e in energy]
+    how = "energy"
+    if prefix == "density_grids" and cfg.density == "svd" and grids.decomposition == "vm":
+        for m in range(3):
+            plane, line, energy[m] = svd_rotated(grids.planes[m], grids.lines[m])
+            source[f"{prefix}.planes.{m}"], source[f"{prefix}.lines.{m}"] = plane, line
+            order[m] = torch.arange(per, device=plane.device)
+        how = "svd"
+    if prefix == "app_grids":
+        energy = [e * basis[:, m * per:(m + 1) * per].norm(dim=0) for m, e in enumerate(energy)]
+        if points is not None:
+            order, how = greedy_order(fld, points, basis), "greedy"
+    return source, order, energy, how
+
+
+def split_groups(c: Compressed, prefix: str, source: dict[str, Tensor], order: list[Tensor],
+                 energy: list[Tensor], sizes: list[int], tensors: dict[str, Tensor],
+                 constraints: dict[str, list[Constraint]], columns: list[Tensor]
+                 ) -> list[float]:
+    """Write group g of quantity ``prefix`` (the next ``sizes[g]`` components of each mode's
+    ``order``) to ``tensors`` as factors ``3 g + m``, their constraints split alike, and the
+    appearance basis columns they read to ``columns``; returns the cumulative energy share
+    of each layer."""
+    grids: FactorGrids = c.model.field.get_submodule(prefix)
+    per, vm = grids.lines[0].shape[1], grids.decomposition == "vm"
+    total = float(sum(e.pow(2).sum() for e in energy)) or 1.0
+    shares, start, acc = [], 0, 0.0
+    for g, n in enumerate(sizes):
+        for m, perm in enumerate(order):
+            idx = perm[start:start + n]
+            acc += float(energy[m][idx].pow(2).sum())
+            for kind in ("planes", "lines") if vm else ("lines",):
+                for a in [m] if vm else [0, 1, 2]:
+                    src, dst = f"{prefix}.{kind}.{a}", f"{prefix}.{kind}.{3 * g + a}"
+                    x = source.get(src, grids.get_parameter(f"{kind}.{a}").detach())
+                    tensors[dst] = x.index_select(1, idx.to(x.device))
+                    if c.constraints.get(src):
+                        constraints[dst] = [split_constraint(k, idx, src)
+                                            for k in c.constraints[src]]
+            if prefix == "app_grids":
+                columns.append(idx + m * per)
+        start += n
+        shares.append(acc / total)
+    return shares
+
+
+@register_pass("progressive", Config)
+def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
+                ) -> tuple[Compressed, dict[str, Any]]:
+    """Layer a TensoRF for progressive decoding: components by energy into a base layer and
+    refinement layers, each its own .nrz sections; any prefix of the file renders."""
+    c = Compressed.of(model)
+    fld = layerable(c, cfg)
+    fc = fld.config
+    sizes = {p: group_sizes(n, cfg.layers, cfg.growth) for p, n in
+             zip(PREFIXES, (fc.density_components, fc.appearance_components))}
+    bname = basis_name(fld)
+    basis = fld.get_parameter(bname).detach()
     points = occupied_points(c.model) if cfg.appearance == "greedy" else None
-    old = fld.named_tensors()
-    tensors: dict[str, Tensor] = {k: v for k, v in old.items()
-                                  if not k.startswith(PREFIXES) and k != bname}
+    tensors = {k: v for k, v in fld.named_tensors().items()
+               if not k.startswith(PREFIXES) and k != bname}
     constraints = {k: v for k, v in c.constraints.items()
                    if not k.startswith(PREFIXES) and k != bname}
-    columns: list[Tensor] = []  # old basis column of each new feature
-    shares: dict[str, list[float]] = {}
-    orders: dict[str, str] = {}
+    columns: list[Tensor] = []  # the old basis column of each new feature
+    shares, orders = {}, {}
     for prefix in PREFIXES:
-        grids: FactorGrids = fld.get_submodule(prefix)
-        per = grids.lines[0].shape[1]
-        vm = grids.decomposition == "vm"
-        source = dict(old)
-        energy = factor_norms(grids)
-        order = [torch.argsort(e, descending=True, stable=True) for e in energy]
-        orders[prefix] = "energy"
-        if prefix == "density_grids" and svd:
-            for m in range(3):
-                plane, line, energy[m] = svd_rotated(grids.planes[m], grids.lines[m])
-                source[f"{prefix}.planes.{m}"], source[f"{prefix}.lines.{m}"] = plane, line
-                order[m] = torch.arange(per, device=plane.device)
-            orders[prefix] = "svd"
-        if prefix == "app_grids":
-            energy = [e * basis[:, m * per:(m + 1) * per].norm(dim=0)
-                      for m, e in enumerate(energy)]
-            if points is not None:
-                order = greedy_order(fld, points, basis)
-                orders[prefix] = "greedy"
-        total = float(sum(e.pow(2).sum() for e in energy)) or 1.0
-        shares[prefix] = []
-        start, acc = 0, 0.0
-        for g, n in enumerate(sizes[prefix]):
-            for m, perm in enumerate(order):
-                idx = perm[start:start + n]
-                acc += float(energy[m][idx].pow(2).sum())
-                for kind in ("planes", "lines") if vm else ("lines",):
-                    for a in [m] if vm else [0, 1, 2]:
-                        src = f"{prefix}.{kind}.{a}"
-                        dst = f"{prefix}.{kind}.{3 * g + a}"
-                        tensors[dst] = source[src].index_select(1, idx.to(old[src].device))
-                        if c.constraints.get(src):
-                            constraints[dst] = [split_constraint(k, idx, src)
-                                                for k in c.constraints[src]]
-                if prefix == "app_grids":
-                    columns.append(idx + m * per)
-            start += n
-            shares[prefix].append(acc / total)
+        source, order, energy, orders[prefix] = ordered_terms(fld, prefix, cfg, basis, points)
+        shares[prefix] = split_groups(c, prefix, source, order, energy, sizes[prefix], tensors,
+                                      constraints, columns)
     perm = torch.cat(columns).to(basis.device)
     tensors[bname] = basis.index_select(1, perm)
     if c.constraints.get(bname):
