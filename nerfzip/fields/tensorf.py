@@ -128,7 +128,13 @@ class FactorGrids(nn.Module):
 
     @property
     def num_components(self) -> int:
-        return sum(self.groups) * (3 if self.decomposition == "vm" else 1)
+        """Features per point (from the tensors: component pruning shrinks them in place)."""
+        per_mode = sum(line.shape[1] for line in self.lines[::3])
+        return per_mode * (3 if self.decomposition == "vm" else 1)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.lines) // 3
 
     def line_values(self, line: Tensor, coord: Tensor) -> Tensor:
         """Linear interpolation of a line [1, C, L, 1] at coords [N] in [-1, 1] -> [C, N]."""
@@ -144,7 +150,7 @@ class FactorGrids(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Per-component features [K, N] at normalised points x [N, 3]."""
         parts = []
-        for g in range(len(self.groups)):
+        for g in range(self.num_groups):
             if self.decomposition == "vm":
                 parts += [
                     self.plane_values(self.planes[3 * g + m], x[:, MAT_AXES[m]])
@@ -170,7 +176,7 @@ class FactorGrids(nn.Module):
         trilinear interpolation of this volume equals ``density_sum`` exactly.
         """
         vol: Tensor | None = None
-        for g in range(len(self.groups)):
+        for g in range(self.num_groups):
             lines = [line[0, :, :, 0] for line in self.lines[3 * g:3 * g + 3]]
             if self.decomposition == "cp":
                 part = torch.einsum("cx,cy,cz->zyx", *lines)
