@@ -92,6 +92,9 @@ SECTIONS = {
                     ["model", "leaves", ".nrz", "exported folder", "export time",
                      "page: load to first frame", "load to full frame", "page frame (full, "
                      "moving)", "canvas vs Python", "viewer moving frame", "viewer still frame"]),
+    "progressive": Section("### Progressive .nrz files: quality against bytes received",
+                           ["model", "test views", "pipeline", "layers", "bytes", "share of file",
+                            "PSNR", "SSIM", "layer decode", "vs single-rate file"]),
     "int8": Section("### Dynamic int8 inference (`--int8 on`) against float32",
                     ["model", "test views", "precision", "PSNR", "SSIM", "render s/view",
                      "65,536 field queries", "colour RMS error there"]),
@@ -225,6 +228,33 @@ def view_rows(records: list[dict]) -> list[Row]:
             f"{viewer['moving']['frame_ms']:.0f} ms = {viewer['moving']['fps']:.1f} fps "
             f"({mw}x{mh})", f"{viewer['still']['frame_ms']:.0f} ms"],
             run_of(r), r["command"]))
+    return out
+
+
+def progressive_rows(records: list[dict]) -> list[Row]:
+    """Per record: the single-rate file of the same pipeline, then one row per layer prefix
+    (cumulative), then the first tenth of the bytes."""
+    out = []
+    for r in records:
+        views = "all" if r["every"] == 1 else f"every {r['every']}th"
+        s = r["single_rate"]
+        out.append(row("progressive", [
+            r["name"], views, f"`{s['pipeline']}` (single rate)", "—",
+            f"{s['bytes']:,}", "—", f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", "—", "1x"],
+            run_of(r), r["command"]))
+        for x in r["layers"]:
+            out.append(row("progressive", [
+                r["name"], views, f"`{r['pipeline']}`", f"{x['layer'] + 1} of {len(r['layers'])}",
+                f"{x['bytes']:,}", f"{100 * x['share']:.1f} %", f"{x['psnr']:.2f}",
+                f"{x['ssim']:.4f}", f"{x['decode_seconds']:.3f} s",
+                f"{r['size_vs_single_rate']:.3f}x size, {x['psnr'] - s['psnr']:+.2f} dB"],
+                run_of(r), r["command"]))
+        t = r.get("first_tenth")
+        if t:
+            out.append(row("progressive", [
+                r["name"], views, f"`{r['pipeline']}`", f"first 10 % ({t['layers']} layers)",
+                f"{t['bytes']:,}", "10.0 %", f"{t['psnr']:.2f}", f"{t['ssim']:.4f}", "—",
+                f"{t['psnr'] - s['psnr']:+.2f} dB"], run_of(r), r["command"]))
     return out
 
 
@@ -462,7 +492,7 @@ def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     kind = {name: [r for r in records if r.get("benchmark") == name]
             for name in ("train", "imported", "codec", "compress", "int8", "render", "bake",
-                         "view")}
+                         "view", "progressive")}
     compress = kind["compress"]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
@@ -472,7 +502,8 @@ def main() -> None:
              "imported": imported_rows(kind["imported"]), "codec": codec_rows(kind["codec"]),
              "entropy": entropy_rows(kind["codec"]), "compress": compress_rows(compress),
              "int8": int8_rows(kind["int8"]), "bake": bake_rows(kind["bake"]),
-             "view": view_rows(kind["view"])}
+             "view": view_rows(kind["view"]),
+             "progressive": progressive_rows(kind["progressive"])}
     machine = next((r["machine"] for r in records if "machine" in r), None)
     lines = [START, "", machine_line(machine, body), ""]
     for section in SECTIONS:  # (their order is the page's)

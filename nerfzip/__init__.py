@@ -39,6 +39,8 @@ API = {
     "train": "nerfzip.training.trainer",
     "load": "nerfzip.codec.nrz", "info": "nerfzip.codec.nrz", "SaveOptions": "nerfzip.codec.nrz",
     "load_stream": "nerfzip.codec.nrz", "NrzStreamReader": "nerfzip.codec.nrz",
+    "ProgressiveReader": "nerfzip.codec.progressive", "iter_layers": "nerfzip.codec.progressive",
+    "load_prefix": "nerfzip.codec.progressive",
     "run_pipeline": "nerfzip.compression.pipeline",
     "parse_pipeline": "nerfzip.compression.pipeline",
     "Compressed": "nerfzip.compression.compressed",

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic int8 linear layers on the CPU: on, off, or auto (only where a "
                         "timing shows it is faster)")
     e.add_argument("--step-scale", type=float, default=1.0, help=STEP_SCALE_HELP)
+    e.add_argument("--bytes", type=int, default=None, metavar="N",
+                   help="a .nrz file: evaluate the model of its first N bytes (the layers of "
+                        "a progressive file complete within them)")
+    e.add_argument("--layers", type=int, default=None, metavar="K",
+                   help="a .nrz file: evaluate the model of its first K layers (1: the base)")
     e.add_argument("--quiet", action="store_true")
 
     r = sub.add_parser("render", help="render a camera path to frames and a video")
@@ -218,12 +223,16 @@ STEP_SCALE_HELP = ("grid-marching step at inference, relative to the step the mo
 
 
 def load_run_and_scene(run: str, data: str | None, device: str, int8: str = "off",
-                       step_scale: float = 1.0):
+                       step_scale: float = 1.0, nbytes: int | None = None,
+                       layers: int | None = None):
     from nerfzip.data.load import load_scene
     from nerfzip.rendering.int8 import with_int8
     from nerfzip.training.checkpoint import load_model
 
-    model = load_model(run).to(device)
+    if nbytes is not None or layers is not None:
+        model = load_prefix_model(run, nbytes, layers).to(device)
+    else:
+        model = load_model(run).to(device)
     if step_scale != 1.0:
         model.set_step_scale(step_scale)
     model, report = with_int8(model, int8)
@@ -239,6 +248,31 @@ def load_run_and_scene(run: str, data: str | None, device: str, int8: str = "off
         raise NerfzipError(f"{run}: the model does not say which scene it shows; pass --data")
     scene = load_scene(source, downscale=model.space.downscale)
     return model, scene
+
+
+def load_prefix_model(run: str, nbytes: int | None, layers: int | None):
+    """The model of a prefix of a .nrz file (``--bytes`` / ``--layers``), its
+    ``meta["prefix"]`` saying which layers and bytes it was built from."""
+    from nerfzip.codec.nrz import is_nrz
+    from nerfzip.codec.progressive import load_prefix
+
+    if nbytes is not None and layers is not None:
+        raise NerfzipError("--bytes and --layers: give one of them")
+    if not is_nrz(run):
+        raise NerfzipError(f"{run}: --bytes / --layers read a prefix of a .nrz file")
+    model, used = load_prefix(run, nbytes, layers)
+    model.meta["prefix"] = {"layers": len(used), "bytes": used[-1].bytes,
+                            "file_bytes": Path(run).stat().st_size,
+                            "seconds": sum(u.seconds for u in used)}
+    return model
+
+
+def prefix_note(model) -> str:
+    p = model.meta.get("prefix")
+    return "" if p is None else (f"first {p['layers']} layer{'s' if p['layers'] > 1 else ''} "
+                                 f"({p['bytes']:,} of {p['file_bytes']:,} bytes, "
+                                 f"{100 * p['bytes'] / p['file_bytes']:.1f} %), decoded in "
+                                 f"{p['seconds']:.3f} s; ")
 
 
 def default_out(run: str, what: str) -> Path:
@@ -257,11 +291,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from nerfzip.evaluation.evaluate import evaluate
 
     model, scene = load_run_and_scene(args.run, args.data, args.device, args.int8,
-                                      args.step_scale)
+                                      args.step_scale, args.bytes, args.layers)
     out = out_folder(args.out) if args.out else default_out(args.run, "eval")
     res = evaluate(model, scene, args.split, args.every, args.limit, out, quiet=args.quiet)
     m = res["mean"]
-    print(f"{scene.name} {args.split} ({res['views_evaluated']} views): {file_note(model)}"
+    print(f"{scene.name} {args.split} ({res['views_evaluated']} views): "
+          f"{prefix_note(model) or file_note(model)}"
           f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
           f"{m['seconds_per_view_median']:.2f} s/view  -> {out / 'results.json'}")
 
@@ -336,6 +371,18 @@ def cmd_info(args: argparse.Namespace) -> None:
     steps = h.get("pipeline") or []
     print("pipeline: " + (" ".join(str(s.get("step", s)) if isinstance(s, dict) else str(s)
                                    for s in steps) or "(none: the trained field as it was)"))
+    layers = data["layers"]
+    if len(layers) > 1:
+        print(f"progressive: {len(layers)} layers; the first K decode from the bytes up to "
+              "their end (nerfzip eval FILE --layers K / --bytes N)")
+        print(f"{'layers':>8} {'sections':>9} {'bytes':>12} {'share':>7} {'energy: density':>16}"
+              f" {'appearance':>11}")
+        for r in layers:
+            energy = "".join(f" {r[k]:>{w}.3f}" if k in r else f" {'-':>{w}}"
+                             for k, w in (("energy", 16), ("appearance_energy", 11)))
+            name = f"{r['layer'] + 1}" + (" (base)" if r["layer"] == 0 else "")
+            print(f"{name:>8} {r['sections']:>9} {r['bytes']:>12,} "
+                  f"{100 * r['share']:>6.1f}%{energy}")
     rows = data["sections"]
     width = max(len(r["name"]) for r in rows) if rows else 4
     print(f"{'section':<{width}}  {'shape':<18} {'bytes':>10} {'bits/param':>10} {'share':>6}  "

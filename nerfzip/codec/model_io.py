@@ -222,7 +222,7 @@ def build_limited(h: ModelHeader, where: str, limit: int) -> Field:
     """The header's field, freshly built, allocating at most ``limit`` elements."""
     try:
         with AllocationLimit(limit, f"{where}: field"):
-            return build_field(h.field, None, f"{where}: field")
+            return build_field(h.field, None, f"{where}: field", blank=True)
     except NerfzipError:
         raise
     except BUILD_ERRORS as e:

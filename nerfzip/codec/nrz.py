@@ -25,10 +25,12 @@ from typing import Any, BinaryIO
 
 from torch import Tensor
 
+from nerfzip.codec import layers as lay
 from nerfzip.codec import model_io
 from nerfzip.codec import symbols as sym
 from nerfzip.codec.binary import FormatError
 from nerfzip.codec.container import END, MAGIC, MAJOR, MINOR, FrameReader, RawSection, write_v2
+from nerfzip.codec.layout import TRAILER_BYTES as TRAILER
 from nerfzip.codec.model_io import ModelHeader, first_line
 from nerfzip.codec.tensors import (
     CODEC_IDS,
@@ -145,8 +147,14 @@ def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, lis
         raise NerfzipError(f"field family {family!r} has no .nrz id yet")
     header = nrz_header(model)
     model_io.parse_header(header, f"{family} model")
+    sections = model_sections(model)
+    layers = {f"field.{k}": v for k, v in model.field.tensor_layers().items()}
+    if layers:  # a progressive file: base layer first, then each refinement layer
+        order, counts = lay.layered_order(list(sections), layers)
+        sections = {name: sections[name] for name in order}
+        header[lay.KEY] = {"layers": counts}
     nodes: dict[str, Node] = {}
-    for name, x in model_sections(model).items():
+    for name, x in sections.items():
         key = name[len("field."):] if name.startswith("field.") else name
         spec = options.spec_for(key, x) if name.startswith("field.") else TensorSpec(
             coders=options.coders)
@@ -226,6 +234,10 @@ class NrzStreamReader:
         """The validated header, once it arrived."""
         self.sections: list[Section] = []
         self.tensors: dict[str, Tensor] = {}
+        self.layer_ends: list[int] | None = None
+        """Progressive files: the file offset at which each layer's last section ends, base
+        first (a file without layers is one layer), once the section table arrived."""
+        self._layer_counts: list[int] | None = None
         self._table_checked = False
         self._spent = 0
 
@@ -266,6 +278,7 @@ class NrzStreamReader:
             if ids.get(header.family) != frame.family_id:
                 raise self.fail(f"header field family {header.family!r} does not match "
                                 f"family id {frame.family_id}")
+            self._layer_counts = lay.layer_counts(frame.header, self.where)
             self.header = header
         if not self._table_checked and self.header is not None and frame.entries is not None:
             # Names are checked now; field tensor shapes once the field is built.
@@ -279,6 +292,13 @@ class NrzStreamReader:
                     e.name for e in frame.entries}:
                 raise self.fail(f"no section {model_io.OCCUPIED!r} (the header has an "
                                 "occupancy grid)")
+            try:
+                counts = lay.check_counts(self._layer_counts, len(frame.entries), self.where)
+            except NerfzipError as e:
+                raise self.fail(str(e).removeprefix(f"{self.where}: ")) from None
+            self._layer_counts = counts
+            self.layer_ends = lay.layer_ends([e.offset + e.length for e in frame.entries],
+                                             counts)
             self._table_checked = True
 
     def _section(self, raw: RawSection) -> Section:
@@ -308,6 +328,11 @@ class NrzStreamReader:
             tensor = model_io.check_tensor(name, tensor, h, self.where)
             self.tensors[name] = tensor
         return Section(info, node, tensor, raw.payload)
+
+    @property
+    def layer_counts(self) -> list[int] | None:
+        """Sections per layer, base first, once the section table arrived."""
+        return self._layer_counts if self._table_checked else None
 
     def can_build(self) -> bool:
         """Whether a partial model may be asked for: header and table checked and, when the
@@ -439,4 +464,29 @@ def info(path: str | Path) -> dict[str, Any]:
              "share": s.bytes / nrz.size} for s in nrz.sections]
     return {"path": str(nrz.path), "bytes": nrz.size,
             "version": f"{nrz.version[0]}.{nrz.version[1]}", "family_id": nrz.family_id,
-            "header": nrz.header, "sections": rows}
+            "header": nrz.header, "sections": rows, "layers": layer_rows(nrz)}
+
+
+def layer_rows(nrz: NrzFile) -> list[dict[str, Any]]:
+    """Per layer (base first; a file without layers is one): its sections, the bytes a reader
+    needs to build the model of the layers up to it, their share of the file, and the share
+    of the field's component energy they hold (as the ``progressive`` pass reported it)."""
+    counts = lay.check_counts(lay.layer_counts(nrz.header, str(nrz.path)), len(nrz.sections),
+                              str(nrz.path))
+    payloads = sum(s.bytes for s in nrz.sections)
+    first = nrz.size - TRAILER - payloads
+    ends, pos = [], first
+    for s in nrz.sections:
+        pos += s.bytes
+        ends.append(pos)
+    ends = lay.layer_ends(ends, counts)
+    report = next((s.get("report") for s in nrz.header.get("pipeline", [])
+                   if isinstance(s, dict) and s.get("step") == "progressive"), None)
+    rows = [{"layer": k, "sections": n, "bytes": end, "share": end / nrz.size}
+            for k, (n, end) in enumerate(zip(counts, ends))]
+    for key in ("energy", "appearance_energy"):
+        values = report.get(key) if isinstance(report, dict) else None
+        if isinstance(values, list) and len(values) == len(rows):
+            for row, v in zip(rows, values):
+                row[key] = v
+    return rows

@@ -99,6 +99,19 @@ class Field(nn.Module):
         """Every tensor needed to rebuild the field, by stable name (its state dict)."""
         return {k: v for k, v in self.state_dict().items()}
 
+    @classmethod
+    def blank(cls, config: Any, aabb: Tensor) -> Field:
+        """A field of ``config`` whose tensors are about to be loaded (a file being read): its
+        initial values are never used, so a family may skip drawing them (by default, the
+        constructor's)."""
+        return cls(config, aabb)  # type: ignore[call-arg]
+
+    def tensor_layers(self) -> dict[str, int]:
+        """Progressive files: the refinement layer (1, 2, ...) of the tensors of
+        ``named_tensors`` that are not in the base layer; the .nrz writer puts each layer's
+        sections after the previous layer's. Empty by default: one layer."""
+        return {}
+
     def optional_tensors(self) -> frozenset[str]:
         """Names in ``named_tensors`` the field renders without, taken as zeros when absent
         (refinement layers of a progressive stream: a reader may build the field from the
@@ -382,11 +395,13 @@ def check_field_config(config: Any, where: str = "field") -> FieldSpec:
 
 
 def build_field(config: dict[str, Any], tensors: dict[str, Tensor] | None = None,
-                where: str = "field") -> Field:
+                where: str = "field", blank: bool = False) -> Field:
     """Rebuild a field from ``config_dict()`` output and, optionally, its tensors, every value
-    checked first (``check_field_config``)."""
+    checked first (``check_field_config``). ``blank``: the caller loads every tensor next
+    (``Field.blank``: no initial values drawn)."""
     spec = check_field_config(config, where)
-    field = spec.cls(spec.config, spec.aabb)  # type: ignore[call-arg]
+    field = spec.cls.blank(spec.config, spec.aabb) if blank else \
+        spec.cls(spec.config, spec.aabb)  # type: ignore[call-arg]
     if field.family != spec.family:
         raise NerfzipError(f"{where}: family {spec.family!r} disagrees with its config "
                            f"(which describes {field.family!r})")

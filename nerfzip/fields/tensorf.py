@@ -71,6 +71,11 @@ class TensoRFConfig:
     """Multiplies softplus (TensoRF's ``distance_scale``): keeps early gradients alive."""
     init_scale: float = field(default=0.1, metadata=limits(0.0))
     """Standard deviation of the initial factors."""
+    density_groups: tuple[int, ...] = field(default=(), metadata=limits(items=(1, 4096)))
+    """Progressive files: density components per refinement layer, base first (summing to
+    density_components); empty: one group (not progressive)."""
+    appearance_groups: tuple[int, ...] = field(default=(), metadata=limits(items=(1, 4096)))
+    """Progressive files: appearance components per layer, as density_groups."""
 
 
 def grid_resolution(aabb: Tensor, n_voxels: int) -> tuple[int, int, int]:
@@ -85,32 +90,51 @@ class FactorGrids(nn.Module):
 
     VM holds ``planes.{m}`` [1, C, res_v, res_u] and ``lines.{m}`` [1, C, res_w, 1]; CP holds
     only ``lines.{axis}`` [1, C, res_axis, 1]. ``features(x)`` maps [N, 3] in [-1, 1] to [N, K].
+
+    ``groups`` (progressive files) splits the C components of every mode into groups of
+    ``groups[g]``, each its own tensors: factor ``3 g + m`` is mode (or axis) m of group g, so
+    group 0 keeps the names of an ungrouped field and a missing group is all zeros. Features
+    are ordered group by group, modes within a group.
     """
 
     def __init__(self, decomposition: str, components: int, resolution: tuple[int, int, int],
-                 scale: float, generator: torch.Generator | None = None):
+                 scale: float, generator: torch.Generator | None = None,
+                 groups: tuple[int, ...] = (), blank: bool = False):
         super().__init__()
         self.decomposition = decomposition
+        if groups and (sum(groups) != components or min(groups) < 1):
+            raise ValueError(f"component groups {list(groups)} must be positive and sum to "
+                             f"{components}")
+        self.groups = tuple(groups) or (components,)
         res = resolution
 
         def rand(*shape: int) -> nn.Parameter:
+            if blank:  # values about to be loaded (randn: 0.3 s at 300^3 on one core)
+                return nn.Parameter(torch.empty(*shape))
             return nn.Parameter(scale * torch.randn(*shape, generator=generator))
 
         if decomposition == "vm":
             self.planes = nn.ParameterList(
-                [rand(1, components, res[v], res[u]) for u, v in MAT_AXES])
-            self.lines = nn.ParameterList([rand(1, components, res[w], 1) for w in VEC_AXES])
+                [rand(1, c, res[v], res[u]) for c in self.groups for u, v in MAT_AXES])
+            self.lines = nn.ParameterList(
+                [rand(1, c, res[w], 1) for c in self.groups for w in VEC_AXES])
         elif decomposition == "cp":
             self.planes = nn.ParameterList()
             # CP is a product of three lines; a larger init keeps the product from vanishing.
             self.lines = nn.ParameterList(
-                [rand(1, components, res[a], 1) for a in range(3)])
+                [rand(1, c, res[a], 1) for c in self.groups for a in range(3)])
         else:
             raise ValueError(f"unknown decomposition {decomposition!r}")
 
     @property
     def num_components(self) -> int:
-        return self.lines[0].shape[1] * (3 if self.decomposition == "vm" else 1)
+        """Features per point (from the tensors: component pruning shrinks them in place)."""
+        per_mode = sum(line.shape[1] for line in self.lines[::3])
+        return per_mode * (3 if self.decomposition == "vm" else 1)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.lines) // 3
 
     def line_values(self, line: Tensor, coord: Tensor) -> Tensor:
         """Linear interpolation of a line [1, C, L, 1] at coords [N] in [-1, 1] -> [C, N]."""
@@ -125,17 +149,20 @@ class FactorGrids(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Per-component features [K, N] at normalised points x [N, 3]."""
-        if self.decomposition == "vm":
-            parts = [
-                self.plane_values(self.planes[m], x[:, MAT_AXES[m]])
-                * self.line_values(self.lines[m], x[:, VEC_AXES[m]])
-                for m in range(3)
-            ]
-            return torch.cat(parts, dim=0)
-        out = self.line_values(self.lines[0], x[:, 0])
-        for a in (1, 2):
-            out = out * self.line_values(self.lines[a], x[:, a])
-        return out
+        parts = []
+        for g in range(self.num_groups):
+            if self.decomposition == "vm":
+                parts += [
+                    self.plane_values(self.planes[3 * g + m], x[:, MAT_AXES[m]])
+                    * self.line_values(self.lines[3 * g + m], x[:, VEC_AXES[m]])
+                    for m in range(3)
+                ]
+            else:
+                out = self.line_values(self.lines[3 * g], x[:, 0])
+                for a in (1, 2):
+                    out = out * self.line_values(self.lines[3 * g + a], x[:, a])
+                parts.append(out)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
     def density_sum(self, x: Tensor) -> Tensor:
         """``sum_k features_k(x)`` -> [N] (the density pre-activation)."""
@@ -148,14 +175,18 @@ class FactorGrids(nn.Module):
         axis, and each CP term is a product of three linear functions: both are trilinear, so
         trilinear interpolation of this volume equals ``density_sum`` exactly.
         """
-        lines = [line[0, :, :, 0] for line in self.lines]
-        if self.decomposition == "cp":
-            vol = torch.einsum("cx,cy,cz->zyx", *lines)
-        else:
-            planes = [plane[0] for plane in self.planes]
-            vol = (torch.einsum("cyx,cz->zyx", planes[0], lines[0])
-                   + torch.einsum("czx,cy->zyx", planes[1], lines[1])
-                   + torch.einsum("czy,cx->zyx", planes[2], lines[2]))
+        vol: Tensor | None = None
+        for g in range(self.num_groups):
+            lines = [line[0, :, :, 0] for line in self.lines[3 * g:3 * g + 3]]
+            if self.decomposition == "cp":
+                part = torch.einsum("cx,cy,cz->zyx", *lines)
+            else:
+                planes = [plane[0] for plane in self.planes[3 * g:3 * g + 3]]
+                part = (torch.einsum("cyx,cz->zyx", planes[0], lines[0])
+                        + torch.einsum("czx,cy->zyx", planes[1], lines[1])
+                        + torch.einsum("czy,cx->zyx", planes[2], lines[2]))
+            vol = part if vol is None else vol + part
+        assert vol is not None
         return vol[None, None]
 
     def resized(self, resolution: tuple[int, int, int]) -> None:
@@ -163,30 +194,32 @@ class FactorGrids(nn.Module):
         res = resolution
         with torch.no_grad():
             if self.decomposition == "vm":
-                for m, (u, v) in enumerate(MAT_AXES):
-                    self.planes[m] = nn.Parameter(F.interpolate(
-                        self.planes[m].data, size=(res[v], res[u]), mode="bilinear",
+                for i in range(len(self.planes)):
+                    u, v = MAT_AXES[i % 3]
+                    self.planes[i] = nn.Parameter(F.interpolate(
+                        self.planes[i].data, size=(res[v], res[u]), mode="bilinear",
                         align_corners=True))
-                axes = VEC_AXES
-            else:
-                axes = (0, 1, 2)
-            for m, w in enumerate(axes):
-                self.lines[m] = nn.Parameter(F.interpolate(
-                    self.lines[m].data, size=(res[w], 1), mode="bilinear", align_corners=True))
+            for i in range(len(self.lines)):
+                w = self.line_axis(i)
+                self.lines[i] = nn.Parameter(F.interpolate(
+                    self.lines[i].data, size=(res[w], 1), mode="bilinear", align_corners=True))
+
+    def line_axis(self, i: int) -> int:
+        """The point axis line ``i`` is indexed by."""
+        return VEC_AXES[i % 3] if self.decomposition == "vm" else i % 3
 
     def cropped(self, lo: list[int], hi: list[int]) -> None:
         """Keep voxel index ranges ``[lo[a], hi[a]]`` (inclusive) along each axis, in place."""
         with torch.no_grad():
             if self.decomposition == "vm":
-                for m, (u, v) in enumerate(MAT_AXES):
-                    self.planes[m] = nn.Parameter(
-                        self.planes[m].data[:, :, lo[v]:hi[v] + 1, lo[u]:hi[u] + 1].clone())
-                axes = VEC_AXES
-            else:
-                axes = (0, 1, 2)
-            for m, w in enumerate(axes):
-                self.lines[m] = nn.Parameter(
-                    self.lines[m].data[:, :, lo[w]:hi[w] + 1].clone())
+                for i in range(len(self.planes)):
+                    u, v = MAT_AXES[i % 3]
+                    self.planes[i] = nn.Parameter(
+                        self.planes[i].data[:, :, lo[v]:hi[v] + 1, lo[u]:hi[u] + 1].clone())
+            for i in range(len(self.lines)):
+                w = self.line_axis(i)
+                self.lines[i] = nn.Parameter(
+                    self.lines[i].data[:, :, lo[w]:hi[w] + 1].clone())
 
     def l1(self) -> Tensor:
         """Mean absolute value of every factor, summed (TensoRF's density L1)."""
@@ -228,16 +261,18 @@ class TensoRF(Field):
 
     config_cls = TensoRFConfig
 
-    def __init__(self, config: TensoRFConfig, aabb: Tensor, seed: int = 0):
+    def __init__(self, config: TensoRFConfig, aabb: Tensor, seed: int = 0, blank: bool = False):
         super().__init__(aabb)
         self.config = config
         gen = torch.Generator().manual_seed(seed)
         res = tuple(config.resolution)
+        if len(config.density_groups) != len(config.appearance_groups):
+            raise ValueError("density_groups and appearance_groups must have as many layers")
         self.density_grids = FactorGrids(config.decomposition, config.density_components, res,
-                                         config.init_scale, gen)
+                                         config.init_scale, gen, config.density_groups, blank)
         self._baked: tuple[tuple[tuple[int, int, str], ...], Tensor] | None = None
         self.app_grids = FactorGrids(config.decomposition, config.appearance_components, res,
-                                     config.init_scale, gen)
+                                     config.init_scale, gen, config.appearance_groups, blank)
         # Linear layers draw from the global generator: seed it locally, leaving it as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -245,9 +280,39 @@ class TensoRF(Field):
             self.decoder = ColorDecoder(config.app_dim, config.decoder_hidden,
                                         config.feature_freqs, config.view_freqs)
 
+    @classmethod
+    def blank(cls, config: TensoRFConfig, aabb: Tensor) -> TensoRF:  # type: ignore[override]
+        """Zero factors instead of random ones (reading a file: every tensor is loaded)."""
+        return cls(config, aabb, blank=True)
+
     @property
     def family(self) -> str:  # type: ignore[override]
         return f"tensorf-{self.config.decomposition}"
+
+    def config_dict(self) -> dict[str, Any]:
+        """As ``Field``'s, without the group keys of an ungrouped field (so its header, and
+        the files written before groups existed, stay byte for byte what they were)."""
+        out = super().config_dict()
+        if not self.config.density_groups:
+            for key in ("density_groups", "appearance_groups"):
+                out["config"].pop(key, None)
+        return out
+
+    # --- progressive files ------------------------------------------------------------------
+    def tensor_layers(self) -> dict[str, int]:
+        """The refinement layer of each grid tensor of group g >= 1 (g): every other tensor
+        (group 0, basis, decoder) is in the base layer. Empty for an ungrouped field."""
+        out: dict[str, int] = {}
+        for prefix in ("density_grids", "app_grids"):
+            grids = self.get_submodule(prefix)
+            for kind in ("planes", "lines"):
+                for i in range(3, len(getattr(grids, kind))):
+                    out[f"{prefix}.{kind}.{i}"] = i // 3
+        return out
+
+    def optional_tensors(self) -> frozenset[str]:
+        """The refinement groups: a missing group contributes nothing (zero factors)."""
+        return frozenset(self.tensor_layers())
 
     def density(self, x: Tensor) -> Tensor:
         xn = self.normalize(x)
@@ -358,11 +423,10 @@ class TensoRF(Field):
         """Each factor's name and the point axes it is indexed by (planes: (u, v); lines: w)."""
         out: dict[str, tuple[int, ...]] = {}
         for prefix in ("density_grids", "app_grids"):
-            if self.config.decomposition == "vm":
-                out |= {f"{prefix}.planes.{m}": MAT_AXES[m] for m in range(3)}
-                out |= {f"{prefix}.lines.{m}": (VEC_AXES[m],) for m in range(3)}
-            else:
-                out |= {f"{prefix}.lines.{a}": (a,) for a in range(3)}
+            grids = self.get_submodule(prefix)
+            out |= {f"{prefix}.planes.{i}": MAT_AXES[i % 3] for i in range(len(grids.planes))}
+            out |= {f"{prefix}.lines.{i}": (grids.line_axis(i),)
+                    for i in range(len(grids.lines))}
         return out
 
     def feature_grids(self) -> dict[str, FeatureGrid]:

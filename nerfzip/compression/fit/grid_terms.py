@@ -24,6 +24,9 @@ def require_grid_field(c: Compressed, what: str) -> TensoRF:
     """The TensoRF field of ``c``, refusing constraints on its grids or basis (these passes
     rebuild them with new shapes) and a factorised basis."""
     field = require_tensorf(c.model, what)
+    if field.config.density_groups:
+        raise NerfzipError(f"{what}: the field is layered by progressive; run {what} before "
+                           "progressive")
     for name, cons in c.constraints.items():
         if cons and (name.startswith(("density_grids.", "app_grids.", "basis."))):
             kinds = ", ".join(type(k).__name__ for k in cons)

@@ -202,6 +202,9 @@ def select_components(grids: FactorGrids, keep: list[Tensor]) -> None:
 def prune_components(c: Compressed, remove: float) -> dict[str, Any]:
     _validate_share(remove)
     field = require_tensorf(c.model, "prune(method=components)")
+    if field.config.density_groups:
+        raise NerfzipError("prune(method=components): the field is layered by progressive; "
+                           "prune components before progressive")
     if c.constraints:
         raise NerfzipError("prune(method=components) must come before passes that constrain "
                            "tensors (it changes their shapes)")
