@@ -251,7 +251,7 @@ def fit_features(tree: Octree, colours: Tensor, dirs: Tensor, steps: int, seed: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def bake(model: RadianceModel, cfg: BakeConfig, scene: Scene | None = None,
