@@ -95,6 +95,10 @@ SECTIONS = {
     "progressive": Section("### Progressive .nrz files: quality against bytes received",
                            ["model", "test views", "pipeline", "layers", "bytes", "share of file",
                             "PSNR", "SSIM", "layer decode", "vs single-rate file"]),
+    "search_workers": Section("### Search workers sharing one study (PostgreSQL)",
+                              ["model", "trials", "workers x threads (cores)", "one worker",
+                               "workers", "speed-up", "each trial once", "front = recorded",
+                               "trials per worker"]),
     "int8": Section("### Dynamic int8 inference (`--int8 on`) against float32",
                     ["model", "test views", "precision", "PSNR", "SSIM", "render s/view",
                      "65,536 field queries", "colour RMS error there"]),
@@ -255,6 +259,22 @@ def progressive_rows(records: list[dict]) -> list[Row]:
                 r["name"], views, f"`{r['pipeline']}`", f"first 10 % ({t['layers']} layers)",
                 f"{t['bytes']:,}", "10.0 %", f"{t['psnr']:.2f}", f"{t['ssim']:.4f}", "—",
                 f"{t['psnr'] - s['psnr']:+.2f} dB"], run_of(r), r["command"]))
+    return out
+
+
+def search_workers_rows(records: list[dict]) -> list[Row]:
+    """Per record: one study filled by one worker against the same by several at once."""
+    out = []
+    for r in records:
+        s = r["shared"]
+        out.append(row("search_workers", [
+            r["name"], str(r["trials"]),
+            f"{r['workers']} x {r['threads_per_worker']} ({r['cpu_count']})",
+            f"{r['wall_seconds_one_worker']:.0f} s", f"{r['wall_seconds_workers']:.0f} s",
+            f"{r['speed_up']:.2f}x", "yes" if s["evaluated_once"] else "**no**",
+            "yes" if s["front_equals_recorded"] else "**no**",
+            ", ".join(str(v) for v in sorted(s["per_worker"].values()))],
+            run_of(r), r["command"]))
     return out
 
 
@@ -492,7 +512,7 @@ def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     kind = {name: [r for r in records if r.get("benchmark") == name]
             for name in ("train", "imported", "codec", "compress", "int8", "render", "bake",
-                         "view", "progressive")}
+                         "view", "progressive", "search_workers")}
     compress = kind["compress"]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
@@ -503,7 +523,8 @@ def main() -> None:
              "entropy": entropy_rows(kind["codec"]), "compress": compress_rows(compress),
              "int8": int8_rows(kind["int8"]), "bake": bake_rows(kind["bake"]),
              "view": view_rows(kind["view"]),
-             "progressive": progressive_rows(kind["progressive"])}
+             "progressive": progressive_rows(kind["progressive"]),
+             "search_workers": search_workers_rows(kind["search_workers"])}
     machine = next((r["machine"] for r in records if "machine" in r), None)
     lines = [START, "", machine_line(machine, body), ""]
     for section in SECTIONS:  # (their order is the page's)
