@@ -356,20 +356,32 @@ class NrzStreamReader:
                                     limit=limit)
 
 
-def load_stream(fileobj: BinaryIO, where: str | Path | None = None,
-                chunk: int = CHUNK) -> RadianceModel:
-    """Decode a .nrz file from a binary file object, section by section as it is read;
-    ``model.meta["decode"]`` holds the file size and the decode time."""
-    where = str(where if where is not None else getattr(fileobj, "name", "<stream>"))
-    t0 = time.perf_counter()
-    reader = NrzStreamReader(where)
+def stream_name(fileobj: BinaryIO, where: str | Path | None) -> str:
+    """How errors name a stream: ``where``, else the file object's name."""
+    return str(where if where is not None else getattr(fileobj, "name", "<stream>"))
+
+
+def read_chunks(fileobj: BinaryIO, where: str, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The bytes of ``fileobj`` in pieces of at most ``chunk``; a failing read is one error
+    line naming ``where``."""
     while True:
         try:
             data = fileobj.read(chunk)
         except OSError as e:
             raise NerfzipError(f"{where}: cannot read ({first_line(e)})") from None
         if not data:
-            break
+            return
+        yield data
+
+
+def load_stream(fileobj: BinaryIO, where: str | Path | None = None,
+                chunk: int = CHUNK) -> RadianceModel:
+    """Decode a .nrz file from a binary file object, section by section as it is read;
+    ``model.meta["decode"]`` holds the file size and the decode time."""
+    where = stream_name(fileobj, where)
+    t0 = time.perf_counter()
+    reader = NrzStreamReader(where)
+    for data in read_chunks(fileobj, where, chunk):
         reader.feed(data)
     reader.close()
     model = reader.model()

@@ -30,7 +30,14 @@ import torch
 from nerfzip.codec import layers as lay
 from nerfzip.codec import model_io
 from nerfzip.codec.container import FrameReader
-from nerfzip.codec.nrz import BUDGET_BASE, BUDGET_PER_BYTE, CHUNK, NrzStreamReader
+from nerfzip.codec.nrz import (
+    BUDGET_BASE,
+    BUDGET_PER_BYTE,
+    CHUNK,
+    NrzStreamReader,
+    read_chunks,
+    stream_name,
+)
 from nerfzip.errors import NerfzipError
 from nerfzip.rendering.model import RadianceModel
 
@@ -151,15 +158,9 @@ def iter_layers(fileobj: BinaryIO, where: str | Path | None = None, chunk: int =
     """Read a .nrz file from a binary file object and yield, as each layer completes, that
     layer and the model of the layers so far (one model object, refined in place: copy it
     to keep a layer's state). The whole file is checked (trailer, file CRC) at the end."""
-    where = str(where if where is not None else getattr(fileobj, "name", "<stream>"))
+    where = stream_name(fileobj, where)
     reader = ProgressiveReader(where)
-    while True:
-        try:
-            data = fileobj.read(chunk)
-        except OSError as e:
-            raise NerfzipError(f"{where}: cannot read ({model_io.first_line(e)})") from None
-        if not data:
-            break
+    for data in read_chunks(fileobj, where, chunk):
         for info in reader.feed(data):
             assert reader.model is not None
             yield info, reader.model
