@@ -95,6 +95,9 @@ SECTIONS = {
     "progressive": Section("### Progressive .nrz files: quality against bytes received",
                            ["model", "test views", "pipeline", "layers", "bytes", "share of file",
                             "PSNR", "SSIM", "layer decode", "vs single-rate file"]),
+    "rd": Section("### Learned entropy model (`entropy_model`): rate against quality",
+                  ["model", "test views", "pipeline", "file", "PSNR", "PSNR loss", "SSIM",
+                   "latents coded / estimated", "compress time"]),
     "search_workers": Section("### Search workers sharing one study (PostgreSQL)",
                               ["model", "trials", "workers x threads (cores)", "one worker",
                                "workers", "speed-up", "each trial once", "front = recorded",
@@ -259,6 +262,23 @@ def progressive_rows(records: list[dict]) -> list[Row]:
                 r["name"], views, f"`{r['pipeline']}`", f"first 10 % ({t['layers']} layers)",
                 f"{t['bytes']:,}", "10.0 %", f"{t['psnr']:.2f}", f"{t['ssim']:.4f}", "—",
                 f"{t['psnr'] - s['psnr']:+.2f} dB"], run_of(r), r["command"]))
+    return out
+
+
+def rd_rows(records: list[dict]) -> list[Row]:
+    """Per record: one row per point of an ``entropy_model`` sweep (``benchmarks/rd.py``)."""
+    out = []
+    for r in records:
+        views = "all" if r["every"] == 1 else f"every {r['every']}th"
+        for p in r["points"]:
+            pipeline = f"entropy_model(lambda={p['lambda']:g}, steps={p['steps']})"
+            if p.get("then"):
+                pipeline += f" {p['then']}"
+            out.append(row("rd", [
+                r["name"], views, f"`{pipeline}`", f"{p['bytes']:,}", f"{p['psnr']:.2f}",
+                f"{p['psnr'] - r['model_psnr']:+.2f} dB", f"{p['ssim']:.4f}",
+                f"{p['latent_stream_bytes'] / p['latent_estimate_bytes']:.3f}",
+                f"{p['compress_seconds'] / 60:.1f} min"], run_of(r), r["command"]))
     return out
 
 
@@ -512,7 +532,7 @@ def main() -> None:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     kind = {name: [r for r in records if r.get("benchmark") == name]
             for name in ("train", "imported", "codec", "compress", "int8", "render", "bake",
-                         "view", "progressive", "search_workers")}
+                         "view", "progressive", "rd", "search_workers")}
     compress = kind["compress"]
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
@@ -524,6 +544,7 @@ def main() -> None:
              "int8": int8_rows(kind["int8"]), "bake": bake_rows(kind["bake"]),
              "view": view_rows(kind["view"]),
              "progressive": progressive_rows(kind["progressive"]),
+             "rd": rd_rows(kind["rd"]),
              "search_workers": search_workers_rows(kind["search_workers"])}
     machine = next((r["machine"] for r in records if "machine" in r), None)
     lines = [START, "", machine_line(machine, body), ""]

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from nerfzip.codec import ladder
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import Field, FieldSpec, aabb_from, build_field, check_field_config
 from nerfzip.rendering.model import RadianceModel, SceneSpace
@@ -180,7 +181,10 @@ def build_model(h: ModelHeader, tensors: dict[str, Tensor], where: str,
     elements the file delivered plus ``ALLOCATION_SLACK``, so a header cannot make a small file
     allocate a huge field. Then every field tensor must match the built field's name, shape
     and dtype. ``partial``: tensors the family marks optional (``Field.optional_tensors``) may
-    be missing (a stream cut short) and are taken as zeros; give ``limit`` then."""
+    be missing (a stream cut short) and are taken as zeros; give ``limit`` then. Refinement
+    sections of a precision ladder (``name~k``, ``codec/ladder.py``) are added to their
+    tensors first."""
+    tensors = ladder.fold(tensors, where)
     occ = h.occupancy_tensors()
     if OCCUPIED in occ and OCCUPIED not in tensors:
         raise NerfzipError(f"{where}: tensor {OCCUPIED!r} is missing")

@@ -67,6 +67,10 @@ class TensorSpec:
     prior: Any = field(default=None, compare=False)
     """``learned``: the frozen entropy model and quantization step the latents are coded with
     (``codecs.learned.LearnedSpec``)."""
+    ladder: tuple[Tensor, ...] = field(default=(), compare=False)
+    """``quant`` with a ``grid``: store the tensor as nested layers (``codec/ladder.py``), the
+    k-th with step ``ladder[k] * scale`` per channel (int64 [C], the last all ones); the .nrz
+    writer puts each in its own layer of a progressive file."""
 
 
 @dataclass

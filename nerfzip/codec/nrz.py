@@ -25,8 +25,8 @@ from typing import Any, BinaryIO
 
 from torch import Tensor
 
+from nerfzip.codec import ladder, model_io
 from nerfzip.codec import layers as lay
-from nerfzip.codec import model_io
 from nerfzip.codec import symbols as sym
 from nerfzip.codec.binary import FormatError
 from nerfzip.codec.container import END, MAGIC, MAJOR, MINOR, FrameReader, RawSection, write_v2
@@ -147,18 +147,26 @@ def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, lis
         raise NerfzipError(f"field family {family!r} has no .nrz id yet")
     header = nrz_header(model)
     model_io.parse_header(header, f"{family} model")
-    sections = model_sections(model)
     layers = {f"field.{k}": v for k, v in model.field.tensor_layers().items()}
-    if layers:  # a progressive file: base layer first, then each refinement layer
-        order, counts = lay.layered_order(list(sections), layers)
-        sections = {name: sections[name] for name in order}
-        header[lay.KEY] = {"layers": counts}
     nodes: dict[str, Node] = {}
-    for name, x in sections.items():
+    for name, x in model_sections(model).items():
         key = name[len("field."):] if name.startswith("field.") else name
         spec = options.spec_for(key, x) if name.startswith("field.") else TensorSpec(
             coders=options.coders)
-        nodes[name] = encode_tensor(x, spec)
+        if not spec.ladder:
+            nodes[name] = encode_tensor(x, spec)
+            continue
+        if name in layers:
+            raise NerfzipError(f"{name}: a tensor is split by components or by precision, "
+                               "not both")
+        for k, (value, layer_spec) in enumerate(ladder.ladder_layers(x, spec)):
+            nodes[ladder.layer_name(name, k)] = encode_tensor(value, layer_spec)
+            if k:
+                layers[ladder.layer_name(name, k)] = k
+    if layers:  # a progressive file: base layer first, then each refinement layer
+        order, counts = lay.layered_order(list(nodes), layers)
+        nodes = {name: nodes[name] for name in order}
+        header[lay.KEY] = {"layers": counts}
     return assemble(header, family_ids()[family], nodes)
 
 

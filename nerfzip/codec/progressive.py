@@ -27,8 +27,8 @@ from typing import BinaryIO
 
 import torch
 
+from nerfzip.codec import ladder, model_io
 from nerfzip.codec import layers as lay
-from nerfzip.codec import model_io
 from nerfzip.codec.container import FrameReader
 from nerfzip.codec.nrz import (
     BUDGET_BASE,
@@ -134,6 +134,9 @@ class ProgressiveReader:
             entries = r.frame.entries or []
             optional = self.model.field.optional_tensors()
             for e in entries[upto:]:
+                base, k = ladder.split_name(e.name, self.where)
+                if k and base.startswith("field.") and base in r.tensors:
+                    continue  # a refinement of a tensor of the base
                 if e.name[len("field."):] not in optional or not e.name.startswith("field."):
                     raise NerfzipError(f"{self.where}: section {e.name!r} is in a refinement "
                                        "layer but is not a refinement tensor of this field")
@@ -144,13 +147,17 @@ class ProgressiveReader:
         with torch.no_grad():
             for name in names:
                 x = r.tensors[name]
-                target = own[name[len("field."):]]
+                base, refinement = ladder.split_name(name, self.where)
+                target = own[base[len("field."):]]
                 if x.shape != target.shape or x.dtype != target.dtype:
                     raise NerfzipError(f"{self.where}: tensor {name!r} is "
                                        f"{str(x.dtype)[6:]} {list(x.shape)}, the header's "
                                        f"field has {str(target.dtype)[6:]} "
                                        f"{list(target.shape)}")
-                target.copy_(x)
+                if refinement:
+                    target.add_(x)  # as ``ladder.fold`` adds it: the same sums, bit for bit
+                else:
+                    target.copy_(x)
 
 
 def iter_layers(fileobj: BinaryIO, where: str | Path | None = None, chunk: int = CHUNK

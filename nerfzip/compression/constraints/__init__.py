@@ -5,8 +5,9 @@ from nerfzip.compression.constraints.base import Constraint, constrained, straig
 from nerfzip.compression.constraints.codebook import Codebook
 from nerfzip.compression.constraints.factorized import Factorized
 from nerfzip.compression.constraints.half import Half
+from nerfzip.compression.constraints.ladder import Ladder
 from nerfzip.compression.constraints.mask import Mask
 from nerfzip.compression.constraints.quant_grid import QuantGrid
 
-__all__ = ["Codebook", "Constraint", "Factorized", "Half", "Mask", "QuantGrid", "constrained",
-           "straight_through"]
+__all__ = ["Codebook", "Constraint", "Factorized", "Half", "Ladder", "Mask", "QuantGrid",
+           "constrained", "straight_through"]

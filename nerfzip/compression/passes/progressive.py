@@ -1,5 +1,14 @@
-"""The ``progressive`` pass: a TensoRF whose components are split into a base layer and
-refinement layers, strongest first, so that any prefix of its .nrz file decodes and renders.
+"""The ``progressive`` pass: a model split into a base layer and refinement layers, so that
+any prefix of its .nrz file decodes and renders. Two orders:
+
+- ``order=precision`` (any family, after ``quant``): every quantized feature grid is stored
+  as nested layers, a coarse quantization step first and finer residuals after
+  (``_precision.py``, ``codec/ladder.py``); the coarse steps are chosen per tensor by the
+  shared allocator under a base-layer byte budget. On lego this is the order that keeps the
+  first tenth of the file within 3 dB of the whole.
+- ``order=components`` (TensoRF, before ``quant``; the default), below.
+
+A TensoRF's components are split, strongest first, into the layers.
 
 A TensoRF quantity is a sum of rank-1 terms (VM: per mode m, ``P_m,c (x) L_m,c``; CP:
 ``X_c (x) Y_c (x) Z_c``); dropping some leaves a field that is the sum of the others. The pass
@@ -44,6 +53,7 @@ from torch import Tensor
 
 from nerfzip.compression.compressed import Compressed
 from nerfzip.compression.constraints import Constraint, Half, Mask, QuantGrid
+from nerfzip.compression.passes._precision import precision_layers
 from nerfzip.compression.registry import PassContext, register_pass
 from nerfzip.errors import NerfzipError
 from nerfzip.fields.base import build_field
@@ -66,6 +76,17 @@ class Config:
     """VM density order: svd (singular vectors, strongest first) or energy (components)."""
     appearance: str = field(default="greedy", metadata=limits(choices=("greedy", "energy")))
     """Appearance order: greedy (least feature error at occupied cells) or energy."""
+    order: str = field(default="components", metadata=limits(choices=("components",
+                                                                        "precision")))
+    """What the layers refine: components (TensoRF, before quant) or precision (coarse
+    quantization steps first, any family, after quant; ``_precision.py``)."""
+    base: float = field(default=0.08, metadata=limits(0.0, 1.0, lo_open=True))
+    """order=precision: the base layer's bytes, as a share of the layered tensors' bytes at
+    full precision."""
+    n_rays: int = field(default=1 << 16, metadata=limits(1))
+    """order=precision: training rays the importance of grid entries is measured with."""
+    calibrate: int = field(default=4096, metadata=limits(0))
+    """order=precision: training rays rendered to scale each tensor's error (0: none)."""
 
 
 def group_sizes(components: int, layers: int, growth: float) -> list[int]:
@@ -246,9 +267,16 @@ def split_groups(c: Compressed, prefix: str, source: dict[str, Tensor], order: l
 @register_pass("progressive", Config)
 def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
                 ) -> tuple[Compressed, dict[str, Any]]:
-    """Layer a TensoRF for progressive decoding: its components, strongest first, into a base
-    layer and refinement layers, each its own .nrz sections; any prefix of the file renders."""
+    """Layer a model for progressive decoding, by precision (coarse quantization steps first,
+    then finer residuals) or by a TensoRF's components (strongest first): a base layer and
+    refinement layers, each its own .nrz sections; any prefix of the file renders."""
     c = Compressed.of(model)
+    if cfg.order == "precision":
+        report = precision_layers(c, cfg.layers, cfg.base, cfg.n_rays, cfg.calibrate, ctx)
+        c.record("progressive", {"layers": cfg.layers, "order": "precision",
+                                 "base": cfg.base, "n_rays": cfg.n_rays,
+                                 "calibrate": cfg.calibrate}, report)
+        return c, report
     fld = layerable(c, cfg)
     fc = fld.config
     sizes = {p: group_sizes(n, cfg.layers, cfg.growth) for p, n in
