@@ -135,3 +135,33 @@ def test_a_refinement_without_its_tensor_is_one_line(files, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "which does not come before it" in err
+
+
+def test_a_large_level_is_split_over_layers_by_tensor(trained_vm, files, tmp_path):
+    """``split``: a refinement level is spread over several layers of at most that many
+    values (a tensor larger alone in its own), each a prefix that decodes; the whole file
+    holds the same tensors as the file with one layer per level."""
+    c = run_pipeline(trained_vm, parse_pipeline(
+        "quant(8) progressive(order=precision, layers=2, base=0.1, split=300000)"), None)
+    c.save(tmp_path / "split.nrz")
+    rows = nrz.info(tmp_path / "split.nrz")
+    sizes = {s["name"]: s["shape"] for s in rows["sections"]}
+    counts = rows["header"]["progressive"]["layers"]
+    assert len(counts) > 2 == c.history[-1]["report"]["layers"]
+    names = [s["name"] for s in rows["sections"]]
+    start = counts[0]
+    for n in counts[1:]:
+        layer = names[start:start + n]
+        start += n
+        assert all("~1" in name for name in layer)
+        values = [torch.Size(sizes[name]).numel() for name in layer]
+        assert sum(values) <= 300000 or len(layer) == 1, (layer, values)
+    unsplit = run_pipeline(trained_vm, parse_pipeline(
+        "quant(8) progressive(order=precision, layers=2, base=0.1, split=0)"), None)
+    unsplit.save(tmp_path / "one.nrz")
+    assert len(nrz.info(tmp_path / "one.nrz")["layers"]) == 2
+    a = nrz.load(tmp_path / "split.nrz").field.named_tensors()
+    b = nrz.load(tmp_path / "one.nrz").field.named_tensors()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    for k in range(1, len(counts) + 1):
+        load_prefix(tmp_path / "split.nrz", layers=k)  # every layer boundary decodes

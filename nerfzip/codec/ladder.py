@@ -74,6 +74,9 @@ def check_ladder(spec: TensorSpec, channels: int) -> list[Tensor]:
             raise ValueError(f"ladder steps must be {channels} positive integers per layer")
     if bool((steps[-1] != 1).any()):
         raise ValueError("a ladder's last layer has step 1 (the grid's own)")
+    if spec.ladder_layers and (len(spec.ladder_layers) != len(steps) - 1 or any(
+            not 0 <= a < b for a, b in zip((0,) + spec.ladder_layers, spec.ladder_layers))):
+        raise ValueError("a ladder's refinements go to increasing layers after the base")
     return steps
 
 
@@ -99,7 +102,8 @@ def ladder_layers(x: Tensor, spec: TensorSpec) -> list[tuple[Tensor, TensorSpec]
             raise ValueError(f"a ladder layer needs {bits}-bit symbols (at most {MAX_BITS})")
         value = from_channel_view(dequantize(symbols, 0, offset, step), tuple(x.shape),
                                   spec.axis)
-        out.append((value, replace(spec, bits=bits, grid=(offset, step), ladder=())))
+        out.append((value, replace(spec, bits=bits, grid=(offset, step), ladder=(),
+                                   ladder_layers=())))
     assert not bool(rest.any())
     return out
 

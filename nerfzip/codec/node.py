@@ -71,6 +71,8 @@ class TensorSpec:
     """``quant`` with a ``grid``: store the tensor as nested layers (``codec/ladder.py``), the
     k-th with step ``ladder[k] * scale`` per channel (int64 [C], the last all ones); the .nrz
     writer puts each in its own layer of a progressive file."""
+    ladder_layers: tuple[int, ...] = ()
+    """The file layer of each refinement (``ladder[1:]``); empty: refinement k in layer k."""
 
 
 @dataclass

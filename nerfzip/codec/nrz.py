@@ -162,7 +162,8 @@ def encode_model(model: RadianceModel, options: SaveOptions) -> tuple[bytes, lis
         for k, (value, layer_spec) in enumerate(ladder.ladder_layers(x, spec)):
             nodes[ladder.layer_name(name, k)] = encode_tensor(value, layer_spec)
             if k:
-                layers[ladder.layer_name(name, k)] = k
+                layers[ladder.layer_name(name, k)] = spec.ladder_layers[k - 1] \
+                    if spec.ladder_layers else k
     if layers:  # a progressive file: base layer first, then each refinement layer
         order, counts = lay.layered_order(list(nodes), layers)
         nodes = {name: nodes[name] for name in order}

@@ -18,6 +18,8 @@ class Ladder(Constraint):
     channel (int64 [C] each, the last all ones)."""
 
     steps: tuple[Tensor, ...]
+    layers: tuple[int, ...] = ()
+    """The file layer of each refinement (empty: refinement k in layer k)."""
 
     order = 3
     slot = "ladder"
@@ -32,4 +34,4 @@ class Ladder(Constraint):
     def storage(self, spec: TensorSpec) -> TensorSpec:
         if spec.mode != "quant" or spec.grid is None:
             raise NerfzipError("progressive(order=precision) layers quantized tensors only")
-        return replace(spec, ladder=self.steps)
+        return replace(spec, ladder=self.steps, ladder_layers=self.layers)

@@ -90,8 +90,25 @@ def ladder_steps(first: Tensor, layers: int) -> tuple[Tensor, ...]:
     return tuple(out)
 
 
+def file_layers(sizes: dict[str, int], layers: int, split: int) -> dict[str, tuple[int, ...]]:
+    """Per tensor, the file layer of each of its ``layers - 1`` refinements: refinement k of
+    every tensor after refinement k-1 of all of them, a level split, tensor by tensor in
+    order, into layers of at most ``split`` values each (a tensor larger alone in its own;
+    ``split`` 0: one layer per level). A layer decodes in time proportional to its values."""
+    plan: dict[str, list[int]] = {n: [] for n in sizes}
+    layer = 0
+    for _ in range(layers - 1):
+        layer, held = layer + 1, 0
+        for n, size in sizes.items():
+            if split and held and held + size > split:
+                layer, held = layer + 1, 0
+            plan[n].append(layer)
+            held += size
+    return {n: tuple(p) for n, p in plan.items()}
+
+
 def precision_layers(c: Compressed, layers: int, base: float, n_rays: int, calibrate: int,
-                     ctx: PassContext) -> dict[str, Any]:
+                     split: int, ctx: PassContext) -> dict[str, Any]:
     """Put a ladder on every quantized feature grid of ``c`` (in place); the report."""
     names = [n for n in c.model.field.feature_grids()
              if any(isinstance(k, QuantGrid) for k in c.constraints.get(n, []))]
@@ -118,11 +135,13 @@ def precision_layers(c: Compressed, layers: int, base: float, n_rays: int, calib
                       maps[n].expand_as(c.tensors()[n]) if n in maps else None, coders)
         for n in names}
     chosen, report = choose(c, table, budget, ctx.scene, calibrate)
+    plan = file_layers({n: c.tensors()[n].numel() for n in names}, layers, split)
     for n in names:
         w = report["setting_per_tensor"][n]
-        c.add(n, Ladder(ladder_steps(channel_steps(grids[n], w), layers)))
+        c.add(n, Ladder(ladder_steps(channel_steps(grids[n], w), layers), plan[n]))
     report["coarse_step_per_tensor"] = report.pop("setting_per_tensor")
     report["uniform_coarse_step"] = report.pop("uniform_setting")
     report |= {"full_precision_bytes": full, "base_budget_bytes": budget,
-               "base_bytes": sum(cand.rate for cand in chosen.values()), "layers": layers}
+               "base_bytes": sum(cand.rate for cand in chosen.values()), "layers": layers,
+               "file_layers": 1 + max(max(p) for p in plan.values())}
     return report

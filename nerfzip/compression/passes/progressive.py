@@ -87,6 +87,9 @@ class Config:
     """order=precision: training rays the importance of grid entries is measured with."""
     calibrate: int = field(default=4096, metadata=limits(0))
     """order=precision: training rays rendered to scale each tensor's error (0: none)."""
+    split: int = field(default=1 << 21, metadata=limits(0))
+    """order=precision: a refinement level holding more values than this is split, tensor by
+    tensor, over several layers (each decodes faster; 0: one layer per level)."""
 
 
 def group_sizes(components: int, layers: int, growth: float) -> list[int]:
@@ -272,10 +275,11 @@ def progressive(model: RadianceModel | Compressed, cfg: Config, ctx: PassContext
     refinement layers, each its own .nrz sections; any prefix of the file renders."""
     c = Compressed.of(model)
     if cfg.order == "precision":
-        report = precision_layers(c, cfg.layers, cfg.base, cfg.n_rays, cfg.calibrate, ctx)
+        report = precision_layers(c, cfg.layers, cfg.base, cfg.n_rays, cfg.calibrate,
+                                  cfg.split, ctx)
         c.record("progressive", {"layers": cfg.layers, "order": "precision",
                                  "base": cfg.base, "n_rays": cfg.n_rays,
-                                 "calibrate": cfg.calibrate}, report)
+                                 "calibrate": cfg.calibrate, "split": cfg.split}, report)
         return c, report
     fld = layerable(c, cfg)
     fc = fld.config
