@@ -80,24 +80,41 @@ def check_ladder(spec: TensorSpec, channels: int) -> list[Tensor]:
     return steps
 
 
+def signed_symbols(x: Tensor, bits: int, axis: int | None, lo: Tensor, scale: Tensor
+                   ) -> Tensor:
+    """``x``'s grid symbols minus the zero's, as [C, rest] (``lo``, ``scale``: [C], CPU)."""
+    q = channel_view(quantize(x.detach().cpu(), bits, axis, lo, scale), axis)
+    return q - torch.round(-lo / scale).to(torch.int64)[:, None]
+
+
+def round_to_steps(rest: Tensor, steps: Tensor) -> Tensor:
+    """``rest`` [C, N] rounded to ``steps`` [C] grid steps, in integers: the symbols ``c``."""
+    w = steps[:, None]
+    return torch.div(rest + w // 2, w, rounding_mode="floor")
+
+
+def layer_grid(c: Tensor, steps: Tensor, scale: Tensor) -> tuple[int, Tensor, Tensor]:
+    """The quant grid storing symbols ``c`` [C, N] of ``steps`` grid steps: its bits, offsets
+    (the lowest symbol's value, a multiple of the step, so zero is on the grid) and steps."""
+    low = c.amin(dim=1) if c.numel() else torch.zeros(c.shape[0], dtype=torch.int64)
+    width = int((c - low[:, None]).max()) + 1 if c.numel() else 1
+    step = steps.to(FLOAT) * scale
+    return max(1, bits_for(width)), low.to(FLOAT) * step, step
+
+
 def ladder_layers(x: Tensor, spec: TensorSpec) -> list[tuple[Tensor, TensorSpec]]:
     """Tensor ``x`` (on the grid ``spec.grid``) as its ladder's layers: per layer, the values
     it decodes to and the ``quant`` spec that stores exactly them."""
     assert spec.grid is not None
     lo, scale = (g.detach().cpu().to(FLOAT).reshape(-1) for g in spec.grid)
     steps = check_ladder(spec, lo.numel())
-    q = channel_view(quantize(x.detach().cpu(), spec.bits, spec.axis, lo, scale), spec.axis)
-    rest = q - torch.round(-lo / scale).to(torch.int64)[:, None]
+    rest = signed_symbols(x, spec.bits, spec.axis, lo, scale)
     out = []
     for w in steps:
-        w = w[:, None]
-        c = torch.div(rest + w // 2, w, rounding_mode="floor")
-        rest = rest - c * w
-        low = c.amin(dim=1) if c.numel() else torch.zeros(c.shape[0], dtype=torch.int64)
-        step = w[:, 0].to(FLOAT) * scale
-        offset = low.to(FLOAT) * step
-        symbols = c - low[:, None]
-        bits = max(1, bits_for(int(symbols.max()) + 1 if symbols.numel() else 1))
+        c = round_to_steps(rest, w)
+        rest = rest - c * w[:, None]
+        bits, offset, step = layer_grid(c, w, scale)
+        symbols = c - c.amin(dim=1, keepdim=True) if c.numel() else c
         if bits > MAX_BITS:
             raise ValueError(f"a ladder layer needs {bits}-bit symbols (at most {MAX_BITS})")
         value = from_channel_view(dequantize(symbols, 0, offset, step), tuple(x.shape),

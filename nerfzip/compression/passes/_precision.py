@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nerfzip.codec.symbols import bits_for
-from nerfzip.codec.tensors import channel_view, quantize
+from nerfzip.codec.ladder import layer_grid, round_to_steps, signed_symbols
 from nerfzip.compression.allocate.units import Candidate, candidates, choose
 from nerfzip.compression.analysis.importance import grid_importance
 from nerfzip.compression.compressed import Compressed
@@ -70,15 +69,10 @@ def coarse_grid(grid: QuantGrid, steps: Tensor, x: Tensor) -> QuantGrid:
     enough for ``x``'s values (``x`` on ``grid``)."""
     scale = grid.scale.detach().cpu().reshape(-1)
     lo = grid.lo.detach().cpu().reshape(-1)
-    q = quantize(x.detach().cpu(), grid.bits, grid.axis, lo, scale)
-    s = channel_view(q, grid.axis) - torch.round(-lo / scale).to(torch.int64)[:, None]
-    w = steps[:, None]
-    c = torch.div(s + w // 2, w, rounding_mode="floor")
-    low, high = c.amin(dim=1), c.amax(dim=1)
-    bits = max(1, bits_for(int((high - low).max()) + 1))
-    step = steps.to(scale.dtype) * scale
+    c = round_to_steps(signed_symbols(x, grid.bits, grid.axis, lo, scale), steps)
+    bits, offset, step = layer_grid(c, steps, scale)
     device = grid.scale.device
-    return QuantGrid(bits, grid.axis, (low.to(scale.dtype) * step).to(device), step.to(device))
+    return QuantGrid(bits, grid.axis, offset.to(device), step.to(device))
 
 
 def ladder_steps(first: Tensor, layers: int) -> tuple[Tensor, ...]:
