@@ -22,9 +22,11 @@ from nerfzip.search.local_postgres import NoServer, local_postgres
 from nerfzip.search.space import load_space, parse_space
 from nerfzip.search.storage import open_storage
 from nerfzip.search.study import (
+    GATE,
     QualityView,
     counted,
     dominates,
+    optimize,
     pareto_front,
     requeue_interrupted,
 )
@@ -146,6 +148,32 @@ def test_interrupted_trials_are_queued_again_once():
     again = study.ask()
     assert again.suggest_float("x", 0, 1) == t.params["x"]  # the same settings again
     assert again.user_attrs["retry_of"] == t.number
+
+
+class CtrlCWhileSampling(optuna.samplers.RandomSampler):
+    """Sends Ctrl-C from inside Optuna's own bookkeeping, before the objective runs."""
+
+    def before_trial(self, study, trial):
+        if trial.number == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        super().before_trial(study, trial)
+
+
+def test_ctrl_c_between_trials_still_marks_the_trial_it_cuts():
+    study = optuna.create_study(directions=["maximize"], sampler=CtrlCWhileSampling(seed=0))
+    ran = []
+
+    def objective(trial):
+        with GATE.open(trial):
+            ran.append(trial.number)
+            return trial.suggest_float("x", 0, 1)
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize(study, objective, trials=5)
+    states = [(t.state.name, t.user_attrs.get("interrupted")) for t in study.trials]
+    assert ran == [0] and states == [("COMPLETE", None), ("FAIL", True)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert requeue_interrupted(study) == 1
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -14,8 +14,11 @@ the next trial (so no trial is given twice), and stops when the study holds ``tr
 
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +224,11 @@ class Objective:
         self.log: list[str] = []
 
     def __call__(self, trial: Any) -> list[float]:
+        with GATE.open(trial):
+            return self.run(trial)
+
+    def run(self, trial: Any) -> list[float]:
+        """One trial: build its candidate, train / compress / score it, return its objectives."""
         import optuna
 
         trial.set_user_attr("worker", worker_id())
@@ -239,10 +247,7 @@ class Objective:
         try:
             metrics = run_trial(self.space, candidate, self.scene, self.model, self.out,
                                 trial.number, self.score, report)
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            raise
-        except optuna.TrialPruned:
+        except (KeyboardInterrupt, optuna.TrialPruned):
             raise
         except NerfzipError as e:
             trial.set_user_attr("error", str(e))
@@ -256,6 +261,62 @@ class Objective:
         return [float(metrics[o]) for o in self.cfg.objectives]
 
 
+class InterruptGate:
+    """Lets Ctrl-C cut a search only inside a trial's own code, where the trial it cuts is
+    marked ``interrupted`` and so run again on resume. A Ctrl-C that lands in Optuna's
+    bookkeeping between trials (creating a trial, sampling, recording a result) would leave
+    a failed trial with no mark; it is held instead, and raised as the next trial starts or
+    as soon as ``study.optimize`` returns."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.pending = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def open(self, trial: Any) -> Iterator[None]:
+        """The span of a trial's own code: Ctrl-C is raised at once and marks the trial."""
+        self.armed = True
+        try:
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+            yield
+        except KeyboardInterrupt:
+            self.armed = False  # a second Ctrl-C must not cut the mark's own write
+            trial.set_user_attr("interrupted", True)
+            raise
+        finally:
+            self.armed = False
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route SIGINT through the gate (only the main thread can own signal handlers; in
+        any other thread Ctrl-C is left as it is)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.pending = False
+        previous = signal.signal(signal.SIGINT, self.handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def check(self) -> None:
+        """Raise a Ctrl-C that was held while no trial ran."""
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+GATE = InterruptGate()
+
+
 def optimize(study: Any, objective: Objective, trials: int,
              log: Callable[[str], None] | None = None) -> int:
     """Run trials until the study holds ``trials`` of them; returns how many this process ran.
@@ -266,17 +327,20 @@ def optimize(study: Any, objective: Objective, trials: int,
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     requeue_interrupted(study)
     ran = 0
-    while counted(study) < trials:
-        seen = {t.number for t in study.get_trials(deepcopy=False)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            study.optimize(objective, n_trials=1, catch=(Exception,))
-        ran += 1
-        if log is not None:
-            worker = worker_id()
-            for t in study.get_trials(deepcopy=False):
-                if t.number not in seen and t.user_attrs.get("worker") == worker:
-                    log(trial_line(t))
+    with GATE.installed():
+        while counted(study) < trials:
+            GATE.check()
+            seen = {t.number for t in study.get_trials(deepcopy=False)}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study.optimize(objective, n_trials=1, catch=(Exception,))
+            ran += 1
+            if log is not None:
+                worker = worker_id()
+                for t in study.get_trials(deepcopy=False):
+                    if t.number not in seen and t.user_attrs.get("worker") == worker:
+                        log(trial_line(t))
+            GATE.check()
     return ran
 
 
