@@ -18,6 +18,7 @@ import nrz_surgery as surgery  # tests/ helper (on the path under pytest)
 import numpy as np
 import pytest
 import torch
+from fuzzing import mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -568,21 +569,8 @@ def test_fuzz_mutated_node_bytes(data):
     mutation drawn, the node must still decode to its tensor."""
     x = data.draw(tensors())
     node = encode_tensor(x, data.draw(specs(x)))
-    buf = bytearray(serialize(node))
     mutations = data.draw(st.integers(0, 4))
-    for _ in range(mutations):
-        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
-        pos = data.draw(st.integers(0, max(0, len(buf) - 1)))
-        if kind == "flip" and buf:
-            buf[pos] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "set" and buf:
-            buf[pos] = data.draw(st.integers(0, 255))
-        elif kind == "insert":
-            buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
-        elif kind == "delete":
-            del buf[pos:pos + data.draw(st.integers(1, 8))]
-        else:
-            del buf[pos:]
+    buf = mutate(data, bytearray(serialize(node)), mutations)
     outcome = assert_refused_or_shaped(bytes(buf))
     if mutations == 0:
         assert outcome == "decoded"

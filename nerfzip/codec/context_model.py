@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfzip.codec.binary import FormatError
-from nerfzip.codec.entropy_model import LIKELIHOOD_BOUND
+from nerfzip.codec.entropy_model import LIKELIHOOD_BOUND, minimise
 
 MEAN_BITS = 12
 """Fixed-point bits of the predicted mean."""
@@ -251,18 +251,15 @@ class CheckerboardContext(nn.Module):
         q = torch.round(q.detach()).to(self.alpha.device, torch.float32)
         gen = torch.Generator(device=q.device).manual_seed(seed)
         m = self.others.numel()
-        opt = torch.optim.Adam(self.params(), lr=lr)
-        bpv = float("nan")
         per = max(1, sample // max(1, self.channels))
-        for _ in range(steps):
+
+        def bits() -> Tensor:
             select = torch.randint(0, m, (per,), generator=gen, device=q.device) \
                 if m > per else None
             n = per if select is not None else m
-            loss = -torch.log2(self.likelihood(q, q, select=select)).sum() / (n * self.channels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bpv = float(loss.detach())
+            return -torch.log2(self.likelihood(q, q, select=select)).sum() / (n * self.channels)
+
+        bpv = minimise(bits, self.params(), steps, lr)
         self.eval()
         return bpv
 

@@ -26,6 +26,7 @@ tables, never floats to recompute them from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import constriction
@@ -68,6 +69,21 @@ def dequantize_latent(q: Tensor, step: Tensor, axis: int) -> Tensor:
     shape = [1] * q.dim()
     shape[axis] = -1
     return q.to(torch.float32) * step.to(torch.float32).view(shape)
+
+
+def minimise(loss: Callable[[], Tensor], params: Iterable[Tensor], steps: int,
+             lr: float) -> float:
+    """Adam on ``loss()`` (a fresh batch each call) for ``steps`` steps; the last value. The
+    entropy models fit their densities to fixed latents with it."""
+    opt = torch.optim.Adam(params, lr=lr)
+    last = float("nan")
+    for _ in range(steps):
+        value = loss()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        last = float(value.detach())
+    return last
 
 
 class FactorizedPrior(nn.Module):
@@ -162,19 +178,14 @@ class FactorizedPrior(nn.Module):
         channel a step; returns the last bits per value."""
         gen = torch.Generator(device=y.device).manual_seed(seed)
         y = torch.round(y.detach())
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
-        bpv = float("nan")
-        for _ in range(steps):
-            if y.shape[1] > sample:
-                idx = torch.randint(0, y.shape[1], (sample,), generator=gen, device=y.device)
-                batch = y[:, idx]
-            else:
-                batch = y
-            loss = -torch.log2(self.likelihood(batch)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bpv = float(loss.detach())
+
+        def bits() -> Tensor:
+            if y.shape[1] <= sample:
+                return -torch.log2(self.likelihood(y)).mean()
+            idx = torch.randint(0, y.shape[1], (sample,), generator=gen, device=y.device)
+            return -torch.log2(self.likelihood(y[:, idx])).mean()
+
+        bpv = minimise(bits, self.parameters(), steps, lr)
         self.eval()
         return bpv
 
