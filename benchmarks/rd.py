@@ -11,9 +11,11 @@ it needs fewer bytes for the same quality).
 Command line: ``python benchmarks/rd.py ANCHOR.json TEST.json`` prints both figures for two
 point files (each a JSON list of ``{"bytes": ..., "psnr": ...}``), and ``python
 benchmarks/rd.py --sweep RUN --data SCENE --lambdas 0.001 0.01 0.1 -o points.json`` runs the
-``entropy_model`` pass at each lambda (then ``--then``, by default ``quant(8,
+``entropy_model`` pass at each lambda (after ``--before``, e.g. ``prune(method=importance,
+keep_mass=0.99)``, run once and shared by every lambda; then ``--then``, by default ``quant(8,
 include=decoder)``) and writes such a file (size of the .nrz on disk, PSNR on the test views,
-compress seconds).
+compress seconds); with ``--name`` also the record ``benchmarks/records/rd_<name>.json``
+(``report.py`` renders its table) with the model's own PSNR on the same views.
 """
 
 from __future__ import annotations
@@ -115,16 +117,21 @@ def read_points(path: str | Path) -> list[tuple[float, float]]:
 
 
 def sweep(run: str, data: str, lambdas: list[float], steps: int, out: str, every: int,
-          then: str = "") -> None:
-    """The ``entropy_model`` pass at each lambda, then the pipeline ``then`` (e.g.
-    ``quant(8, include=decoder)``): file bytes, test PSNR, compress seconds."""
+          then: str = "", before: str = "") -> list[dict]:
+    """The ``entropy_model`` pass at each lambda, after the pipeline ``before`` (run once, its
+    time added to every point) and followed by ``then`` (e.g. ``quant(8, include=decoder)``):
+    file bytes, test PSNR, compress seconds."""
     import nerfzip
 
     model = nerfzip.load_model(run)
     scene = nerfzip.load_scene(data)
+    t0 = time.perf_counter()
+    if before:
+        model = nerfzip.run_pipeline(model, nerfzip.parse_pipeline(before), scene, quiet=False)
+    before_seconds = time.perf_counter() - t0
     rows = []
     for lam in lambdas:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - before_seconds
         c, report = nerfzip.entropy_model(model, lam, steps=steps, scene=scene, quiet=False)
         if then:
             c = nerfzip.run_pipeline(c, nerfzip.parse_pipeline(then), scene)
@@ -132,13 +139,38 @@ def sweep(run: str, data: str, lambdas: list[float], steps: int, out: str, every
         size = c.save(path).bytes
         seconds = time.perf_counter() - t0
         res = nerfzip.evaluate(nerfzip.load(path), scene, "test", every=every, quiet=True)
-        rows.append({"lambda": lam, "then": then, "bytes": size, "psnr": res["mean"]["psnr"],
+        rows.append({"lambda": lam, "before": before, "then": then, "steps": steps,
+                     "bytes": size, "psnr": res["mean"]["psnr"],
                      "ssim": res["mean"]["ssim"], "compress_seconds": seconds,
                      "grid_bytes": report["grid_bytes"],
                      "latent_stream_bytes": report["stream_bytes"],
                      "latent_estimate_bytes": report["estimate_bytes"]})
         print(json.dumps(rows[-1]), flush=True)
     Path(out).write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def write_record(name: str, run: str, data: str, every: int, rows: list[dict],
+                 model_psnr: float | None, argv: list[str]) -> Path:
+    """``benchmarks/records/rd_<name>.json``: the points, the model's own PSNR on the same
+    test views (evaluated here unless given), the command and the machine."""
+    import nerfzip
+    from common import RECORDS
+
+    from nerfzip.utils.io import write_json
+    from nerfzip.utils.machine import machine_info
+
+    if model_psnr is None:
+        res = nerfzip.evaluate(nerfzip.load_model(run), nerfzip.load_scene(data), "test",
+                               every=every, quiet=True)
+        model_psnr = res["mean"]["psnr"]
+    path = RECORDS / f"rd_{name}.json"
+    write_json(path, {"benchmark": "rd", "name": name, "scene": Path(data).name,
+                      "model": run, "model_psnr": model_psnr, "every": every, "points": rows,
+                      "command": "python benchmarks/rd.py " + " ".join(
+                          a if a and " " not in a and "(" not in a else repr(a) for a in argv),
+                      "machine": machine_info()})
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,13 +180,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", help="the scene (with --sweep)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.001, 0.01, 0.1])
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--before", default="",
+                    help="pipeline run once before entropy_model (e.g. a prune)")
     ap.add_argument("--then", default="quant(8, include=decoder)",
                     help="pipeline run after entropy_model ('' for none)")
     ap.add_argument("--every", type=int, default=8, help="test views: every n-th")
     ap.add_argument("-o", "--out", default="rd_points.json")
+    ap.add_argument("--name", help="with --sweep: also write benchmarks/records/rd_NAME.json")
+    ap.add_argument("--model-psnr", type=float,
+                    help="the model's PSNR on the same views (default: evaluate it)")
     args = ap.parse_args(argv)
     if args.sweep:
-        sweep(args.sweep, args.data, args.lambdas, args.steps, args.out, args.every, args.then)
+        rows = sweep(args.sweep, args.data, args.lambdas, args.steps, args.out, args.every,
+                     args.then, args.before)
+        if args.name:
+            argv = sys.argv[1:] if argv is None else argv
+            print(write_record(args.name, args.sweep, args.data, args.every, rows,
+                               args.model_psnr, argv))
         return
     if len(args.files) != 2:
         ap.error("give ANCHOR.json and TEST.json (or --sweep)")

@@ -272,6 +272,8 @@ def rd_rows(records: list[dict]) -> list[Row]:
         views = "all" if r["every"] == 1 else f"every {r['every']}th"
         for p in r["points"]:
             pipeline = f"entropy_model(lambda={p['lambda']:g}, steps={p['steps']})"
+            if p.get("before"):
+                pipeline = f"{p['before']} {pipeline}"
             if p.get("then"):
                 pipeline += f" {p['then']}"
             out.append(row("rd", [
